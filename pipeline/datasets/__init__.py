@@ -1,0 +1,33 @@
+"""Dataset loaders: each turns one on-disk format into `Conversation`s with a declared label set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.datasets.base import DatasetSpec, resolve_data_root
+from pipeline.datasets.dailydialog import DAILYDIALOG
+from pipeline.datasets.emorynlp import EMORYNLP
+from pipeline.datasets.iemocap import IEMOCAP
+from pipeline.datasets.jsonl import JSONL
+from pipeline.datasets.meld import MELD
+from pipeline.errors import DataError
+from pipeline.turns import Conversation
+
+DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (MELD, EMORYNLP, DAILYDIALOG, IEMOCAP, JSONL)}
+SPLITS = ("train", "dev", "test")
+
+
+def load_dataset(
+    name: str, split: str, data: str | Path | None = None, label_set: str | None = None
+) -> list[Conversation]:
+    """Load `split` of dataset `name`; `data` is a data root, a dataset folder or a file."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} (known: {', '.join(SPLITS)})")
+    spec = DATASETS[name]
+    path = spec.locate(split, resolve_data_root(data))
+    return spec.load(path, label_set)
+
+
+__all__ = ["DATASETS", "SPLITS", "load_dataset", "resolve_data_root"]

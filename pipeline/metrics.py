@@ -1,0 +1,51 @@
+"""ERC metrics: accuracy, weighted-F1 (the paper's headline), macro-F1, per class, confusion matrix."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.labels import LabelSet
+
+
+def classification_report(gold: Sequence[str], predicted: Sequence[str], labels: LabelSet) -> dict[str, Any]:
+    """The evaluation report as a JSON-ready dict (keys `n`, `accuracy`, `weighted_f1`, ...)."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
+    order = list(labels.labels)
+    if not gold:
+        raise ValueError("nothing to evaluate: no labelled turns")
+    p, r, f, support = precision_recall_fscore_support(
+        gold, predicted, labels=order, average=None, zero_division=0
+    )
+    weighted = precision_recall_fscore_support(
+        gold, predicted, labels=order, average="weighted", zero_division=0
+    )[2]
+    macro = precision_recall_fscore_support(gold, predicted, labels=order, average="macro", zero_division=0)[2]
+    return {
+        "n": len(gold),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "weighted_f1": float(weighted),
+        "macro_f1": float(macro),
+        "labels": order,
+        "per_class": {
+            label: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                    "support": int(support[i])}
+            for i, label in enumerate(order)
+        },
+        "confusion_matrix": confusion_matrix(gold, predicted, labels=order).tolist(),
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short human-readable summary of a report."""
+    lines = [
+        f"n={report['n']}  accuracy={report['accuracy']:.4f}  weighted-F1={report['weighted_f1']:.4f}  "
+        f"macro-F1={report['macro_f1']:.4f}",
+        f"{'label':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
+    ]
+    for label, c in report["per_class"].items():
+        lines.append(f"{label:<12}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>9}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""The DialogueLLM prompt: instruction with labels, previous z turns, target turn, video description.
+
+The instruction comes first and is identical for every turn of a label set, so an engine with prefix
+caching computes it once. Training and serving build prompts here, so they are byte-identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pipeline.errors import ConfigError, PromptTooLongError
+from pipeline.labels import LabelSet
+from pipeline.turns import Conversation, Turn
+
+TokenCounter = Callable[[str], int]
+
+RESPONSE_MARK = "### Response:"
+ANSWER_PREFIX = " "
+
+
+def approximate_token_count(text: str) -> int:
+    """A tokenizer-free estimate (about 4 characters a token), for budgets without a model."""
+    return (len(text) + 3) // 4
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How much of the conversation a prompt shows, and how many tokens it may take."""
+
+    context_turns: int = 2
+    max_prompt_tokens: int = 480
+
+    def __post_init__(self) -> None:
+        if self.context_turns < 0:
+            raise ConfigError(f"context_turns must be ≥ 0, got {self.context_turns}")
+        if self.max_prompt_tokens <= 0:
+            raise ConfigError(f"max_prompt_tokens must be > 0, got {self.max_prompt_tokens}")
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """A solved example shown before the task (k-shot prompting)."""
+
+    context: tuple[Turn, ...]
+    target: Turn
+
+
+def _line(turn: Turn) -> str:
+    return f"{turn.speaker}: {turn.text}"
+
+
+class PromptBuilder:
+    """Builds the prompt for one target turn; deterministic for the same inputs."""
+
+    def __init__(
+        self,
+        labels: LabelSet,
+        config: PromptConfig = PromptConfig(),
+        count_tokens: TokenCounter = approximate_token_count,
+        demonstrations: Sequence[Demonstration] = (),
+    ) -> None:
+        self.labels = labels
+        self.config = config
+        self.count_tokens = count_tokens
+        self.demonstrations = tuple(demonstrations)
+        self.instruction = (
+            "### Instruction:\n"
+            "You are an expert in emotion analysis. Read the conversation and decide which emotion "
+            "the speaker of the target utterance expresses. Answer with exactly one label from: "
+            f"{', '.join(labels.labels)}.\n\n"
+        )
+
+    def answer(self, label: str) -> str:
+        """The text the model should generate after the prompt for `label`."""
+        return f"{ANSWER_PREFIX}{label}"
+
+    def build(self, target: Turn, context: Sequence[Turn] = ()) -> str:
+        """The prompt for `target`, with up to `context_turns` of `context` (oldest first)."""
+        z = self.config.context_turns
+        kept = list(context[-z:]) if z else []
+        demos = list(self.demonstrations)
+        while True:
+            prompt = self._render(target, kept, demos)
+            if self.count_tokens(prompt) <= self.config.max_prompt_tokens:
+                return prompt
+            if kept:
+                kept.pop(0)
+            elif demos:
+                demos.pop()
+            else:
+                raise PromptTooLongError(
+                    f"turn {target.turn_id} of conversation {target.conversation_id} alone takes "
+                    f"{self.count_tokens(prompt)} tokens, over the budget of "
+                    f"{self.config.max_prompt_tokens}"
+                )
+
+    def build_conversation(self, conversation: Conversation) -> list[str]:
+        """One prompt per turn, each with the turns before it as context."""
+        z = self.config.context_turns
+        return [
+            self.build(turn, conversation.context_of(i, z))
+            for i, turn in enumerate(conversation.turns)
+        ]
+
+    def _render(self, target: Turn, context: Sequence[Turn], demos: Sequence[Demonstration]) -> str:
+        parts = [self.instruction]
+        for demo in demos:
+            parts.append(self._example(demo.target, demo.context) + self.answer(demo.target.label or "")
+                         + "\n\n")
+        parts.append(self._example(target, context))
+        return "".join(parts)
+
+    def _example(self, target: Turn, context: Sequence[Turn]) -> str:
+        text = ""
+        if context:
+            text += "### Conversation:\n" + "".join(_line(t) + "\n" for t in context) + "\n"
+        text += f"### Target utterance:\n{_line(target)}\n\n"
+        if target.description:
+            text += f"### Video description:\n{target.description.strip()}\n\n"
+        return text + RESPONSE_MARK
+
+
+def pick_demonstrations(
+    conversations: Sequence[Conversation], k: int, labels: LabelSet, context_turns: int = 2
+) -> list[Demonstration]:
+    """k demonstrations, cycling through the labels so each appears, first found first."""
+    if k <= 0:
+        return []
+    by_label: dict[str, list[Demonstration]] = {label: [] for label in labels.labels}
+    for conv in conversations:
+        for i, turn in enumerate(conv.turns):
+            if turn.label in by_label and len(by_label[turn.label]) < k:
+                by_label[turn.label].append(Demonstration(conv.context_of(i, context_turns), turn))
+    picked: list[Demonstration] = []
+    for round_ in range(k):
+        for label in labels.labels:
+            if len(picked) < k and round_ < len(by_label[label]):
+                picked.append(by_label[label][round_])
+    return picked

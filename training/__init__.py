@@ -1,0 +1,1 @@
+"""LoRA fine-tuning of the emotion classifier under Ray Train."""

@@ -1,0 +1,44 @@
+"""The interface every decoding mode implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.label_trie import LabelTrie
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """A label set as the model sees it: answer strings and their token sequences."""
+
+    labels: tuple[str, ...]
+    answers: tuple[str, ...]
+    trie: LabelTrie
+
+
+@dataclass(frozen=True)
+class ScoringItem:
+    """One prompt (as token ids) to classify within `space`, through `lora` (None: base model)."""
+
+    prompt_ids: list[int]
+    space: LabelSpace
+    lora: Any = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A mode's answer for one item: probabilities, and the label it chose if it chose one."""
+
+    probs: dict[str, float]
+    label: str | None = None
+
+
+class DecodingMode(ABC):
+    name: str
+
+    @abstractmethod
+    def decode(self, llm: Any, items: Sequence[ScoringItem]) -> list[Decoded]:
+        """Run `items` through the vLLM `llm` in one batch."""

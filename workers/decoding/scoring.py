@@ -1,0 +1,39 @@
+"""Label scoring: one forward pass per prompt, log-probabilities of the labels' tokens.
+
+Each branch point of the label trie becomes one request of `max_tokens=1` asking vLLM for the
+log-probabilities of exactly the branch's child tokens (`logprob_token_ids`). Labels with distinct
+first tokens need only the prompt itself; labels sharing a first token add a request for the
+prompt extended by that token, which prefix caching makes cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from workers.decoding.base import Decoded, DecodingMode, ScoringItem
+
+
+class LabelScoring(DecodingMode):
+    name = "scoring"
+
+    def decode(self, llm: Any, items: Sequence[ScoringItem]) -> list[Decoded]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, params, loras, owners = [], [], [], []
+        for index, item in enumerate(items):
+            trie = item.space.trie
+            for prefix in trie.branch_points:
+                prompts.append(TokensPrompt(prompt_token_ids=item.prompt_ids + list(prefix)))
+                params.append(SamplingParams(max_tokens=1, temperature=0.0,
+                                             logprob_token_ids=trie.children[prefix]))
+                loras.append(item.lora)
+                owners.append((index, prefix))
+        seen: list[dict] = [{} for _ in items]
+        if prompts:
+            outputs = llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
+            for (index, prefix), output in zip(owners, outputs):
+                step = output.outputs[0].logprobs[0]
+                seen[index][prefix] = {token: lp.logprob for token, lp in step.items()}
+        return [Decoded(item.space.trie.probabilities(seen[i])) for i, item in enumerate(items)]

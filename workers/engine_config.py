@@ -1,0 +1,66 @@
+"""The engine's typed configuration, validated when built (no heavy imports here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline.errors import ConfigError
+
+DECODING_MODES = ("scoring", "choice")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def parse_adapter_specs(specs: list[str] | None) -> dict[str, str]:
+    """`NAME=PATH` strings (as given on the command line) to a name → path map."""
+    adapters: dict[str, str] = {}
+    for spec in specs or ():
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise ConfigError(f"adapter: expected NAME=PATH, got {spec!r}")
+        if name.strip() in adapters:
+            raise ConfigError(f"adapter: name {name.strip()!r} given twice")
+        adapters[name.strip()] = path.strip()
+    return adapters
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Everything the engine needs; the same fields run a 135M model on a CPU or 7B on a GPU.
+
+    `adapters` maps names to PEFT LoRA folders loaded at start; requests pick one by name, or
+    the base model with `None`. `default_adapter` is used when a request names none.
+    """
+
+    model: str | None = None
+    adapters: dict[str, str] = field(default_factory=dict)
+    default_adapter: str | None = None
+    decoding: str = "scoring"
+    context_turns: int = 2
+    max_model_len: int = 512
+    max_lora_rank: int = 16
+    max_loras: int = 4
+    dtype: str = "auto"
+    enable_prefix_caching: bool = True
+    max_num_seqs: int = 256
+    kv_cache_gib: float = 2.0
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODING_MODES:
+            raise ConfigError(f"decoding: {self.decoding!r} is not one of {', '.join(DECODING_MODES)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        for name in ("max_model_len", "max_lora_rank", "max_loras", "max_num_seqs", "tensor_parallel_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.context_turns < 0:
+            raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
+        if self.kv_cache_gib <= 0:
+            raise ConfigError(f"kv_cache_gib: must be > 0, got {self.kv_cache_gib}")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"gpu_memory_utilization: must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.default_adapter is not None and self.default_adapter not in self.adapters:
+            raise ConfigError(f"default_adapter: {self.default_adapter!r} is not among the adapters "
+                              f"({', '.join(self.adapters) or 'none given'})")
