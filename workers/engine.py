@@ -6,21 +6,20 @@ only the `EngineConfig` differs. Several LoRA adapters are served at once, picke
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.errors import AdapterError, ConfigError
-from pipeline.label_trie import LabelTrie
-from pipeline.labels import get_label_set
+from pipeline.errors import AdapterError
 from pipeline.predictions import LabelRequest, Prediction
-from pipeline.prompts import RESPONSE_MARK, PromptBuilder, PromptConfig
+from pipeline.prompter import Prompter
 from workers.adapters import BASE_MODEL, AdapterInfo, check_adapter
 from workers.decoding import ScoringItem, get_mode
-from workers.decoding.base import LabelSpace
 from workers.engine_config import EngineConfig
 from workers.model_store import resolve_model
 
 _GIB = 1 << 30
+_CPU_BLOCK_SIZE = 32
 
 
 class EmotionEngine:
@@ -33,24 +32,13 @@ class EmotionEngine:
         }
         self.model = resolve_model(config.model)
         self.llm = _start_llm(self.model, config, bool(self.adapters))
-        self.tokenizer = self.llm.get_tokenizer()
+        self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len)
         self.mode = get_mode(config.decoding)
-        self._loras = {name: self._lora_request(info, i + 1) for i, (name, info) in enumerate(self.adapters.items())}
-        self._spaces: dict[str, tuple[PromptBuilder, LabelSpace]] = {}
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text))
-
-    def prompt_builder(self, label_set: str) -> PromptBuilder:
-        """The prompt builder for `label_set`, with this model's tokenizer and context budget."""
-        return self._space(label_set)[0]
-
-    def build_prompt(self, request: LabelRequest) -> str:
-        return self.prompt_builder(request.label_set).build(request.turn, request.context)
+        self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(self.adapters.items())}
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
         """Label every request's turn in one batch."""
-        prompts = [self.build_prompt(r) for r in requests]
+        prompts = self.prompter.build_all(requests)
         return self.predict_prompts(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
 
     def predict_prompts(
@@ -58,17 +46,28 @@ class EmotionEngine:
         prompts: Sequence[str],
         label_sets: Sequence[str] | str = "meld",
         adapters: Sequence[str | None] | str | None = None,
+        decoding: str | None = None,
     ) -> list[Prediction]:
-        """Label ready-built prompts; `label_sets` and `adapters` are one value or one per prompt."""
+        """Label ready-built prompts; `label_sets` and `adapters` are one value or one per prompt.
+
+        `decoding` overrides the configured decoding mode for this call.
+        """
         n = len(prompts)
         label_sets = [label_sets] * n if isinstance(label_sets, str) else list(label_sets)
         adapters = [adapters] * n if adapters is None or isinstance(adapters, str) else list(adapters)
         names = [self.adapter_name(a) for a in adapters]
         items = [
-            ScoringItem(self.tokenizer.encode(prompt), self._space(label_set)[1], self._loras.get(name))
+            ScoringItem(self.prompter.encode(prompt), self.prompter.space(label_set), self._loras.get(name))
             for prompt, label_set, name in zip(prompts, label_sets, names)
         ]
-        decoded = self.mode.decode(self.llm, items) if items else []
+        mode = get_mode(decoding) if decoding else self.mode
+        order = list(range(n))
+        if self.config.sort_prompts:
+            # Prompts that share a prefix run next to each other, so its cached blocks are reused.
+            order.sort(key=lambda i: (label_sets[i], names[i] or "", items[i].prompt_ids))
+        decoded: list = [None] * n
+        for i, d in zip(order, mode.decode(self.llm, [items[i] for i in order]) if items else []):
+            decoded[i] = d
         return [Prediction.from_probs(d.probs, name, d.label) for d, name in zip(decoded, names)]
 
     def adapter_name(self, adapter: str | None) -> str | None:
@@ -80,30 +79,11 @@ class EmotionEngine:
             raise AdapterError(f"unknown adapter {name!r} (loaded: {', '.join(self.adapters) or 'none'})")
         return name
 
-    def _space(self, label_set: str) -> tuple[PromptBuilder, LabelSpace]:
-        if label_set not in self._spaces:
-            labels = get_label_set(label_set)
-            probe = PromptBuilder(labels)
-            trie = LabelTrie({label: self._answer_tokens(probe.answer(label)) for label in labels.labels})
-            budget = self.config.max_model_len - trie.max_tokens - 1
-            builder = PromptBuilder(labels, PromptConfig(self.config.context_turns, budget), self.count_tokens)
-            answers = tuple(builder.answer(label) for label in labels.labels)
-            self._spaces[label_set] = (builder, LabelSpace(labels.labels, answers, trie))
-        return self._spaces[label_set]
 
-    def _answer_tokens(self, answer: str) -> list[int]:
-        """The tokens of `answer` as they follow a prompt (tokenised in context, not alone)."""
-        head = self.tokenizer.encode(RESPONSE_MARK)
-        whole = self.tokenizer.encode(RESPONSE_MARK + answer)
-        if whole[: len(head)] != head:
-            raise ConfigError(f"model: its tokenizer merges the answer {answer!r} into the prompt's end")
-        return whole[len(head):]
+def _lora_request(info: AdapterInfo, lora_id: int) -> Any:
+    from vllm.lora.request import LoRARequest
 
-    @staticmethod
-    def _lora_request(info: AdapterInfo, lora_id: int) -> Any:
-        from vllm.lora.request import LoRARequest
-
-        return LoRARequest(info.name, lora_id, info.path)
+    return LoRARequest(info.name, lora_id, info.path)
 
 
 def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
@@ -122,8 +102,21 @@ def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
     )
     if enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)
+    if config.block_size is not None or on_cpu:
+        kwargs.update(block_size=config.block_size or _CPU_BLOCK_SIZE)
     if on_cpu:
         kwargs.update(kv_cache_memory_bytes=int(config.kv_cache_gib * _GIB), enforce_eager=True)
+        _bind_cpu_threads(config.cpu_threads)
     else:
         kwargs.update(gpu_memory_utilization=config.gpu_memory_utilization)
     return LLM(**kwargs)
+
+
+def _bind_cpu_threads(cpu_threads: str) -> None:
+    """Tell vLLM's CPU worker which cores to compute on (read by the engine's child processes)."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return
+    if cpu_threads == "all":
+        cpu_threads = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")

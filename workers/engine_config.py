@@ -29,6 +29,10 @@ class EngineConfig:
 
     `adapters` maps names to PEFT LoRA folders loaded at start; requests pick one by name, or
     the base model with `None`. `default_adapter` is used when a request names none.
+    CPU-only fields: `kv_cache_gib`, `cpu_threads` ("all" binds every CPU this process may use,
+    else a list such as "0-3"; vLLM alone would keep one core idle for its scheduler) and
+    `block_size` (default 32 on CPUs, the smallest their attention kernel takes, so the shared
+    instruction fills whole prefix-cache blocks).
     """
 
     model: str | None = None
@@ -41,8 +45,11 @@ class EngineConfig:
     max_loras: int = 4
     dtype: str = "auto"
     enable_prefix_caching: bool = True
+    sort_prompts: bool = True
     max_num_seqs: int = 256
     kv_cache_gib: float = 2.0
+    block_size: int | None = None
+    cpu_threads: str = "all"
     gpu_memory_utilization: float = 0.85
     tensor_parallel_size: int = 1
     seed: int = 0
@@ -57,6 +64,8 @@ class EngineConfig:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.context_turns < 0:
             raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
+        if self.block_size is not None and (self.block_size <= 0 or self.block_size % 16):
+            raise ConfigError(f"block_size: must be a positive multiple of 16, got {self.block_size}")
         if self.kv_cache_gib <= 0:
             raise ConfigError(f"kv_cache_gib: must be > 0, got {self.kv_cache_gib}")
         if not 0 < self.gpu_memory_utilization <= 1:

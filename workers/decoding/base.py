@@ -7,16 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.label_trie import LabelTrie
-
-
-@dataclass(frozen=True)
-class LabelSpace:
-    """A label set as the model sees it: answer strings and their token sequences."""
-
-    labels: tuple[str, ...]
-    answers: tuple[str, ...]
-    trie: LabelTrie
+from pipeline.prompter import LabelSpace
 
 
 @dataclass(frozen=True)

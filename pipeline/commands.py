@@ -1,0 +1,109 @@
+"""The subcommands of `dialoguellm`: each registers its flags and runs one flow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipeline.cli import engine_arguments, engine_config
+from pipeline.datasets import DATASETS, SPLITS, load_dataset
+from pipeline.errors import DataError
+
+
+def _eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate on a dataset split; write a JSON report and a PNG")
+    p.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--split", default="test", help=f"one of {', '.join(SPLITS)}")
+    p.add_argument("--data", help="data root, dataset folder or file (default: $DIALOGUELLM_DATA or ../shared/data)")
+    p.add_argument("--label-set", help="label set of a jsonl dataset (default: meld)")
+    p.add_argument("--limit", type=int, help="evaluate the first N labelled turns")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--report", default="report.json", help="where the JSON report goes; the PNG lands beside it")
+    engine_arguments(p)
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pipeline.evaluation import evaluate, label_requests, write_report
+    from pipeline.metrics import format_report
+    from pipeline.prompter import Prompter
+    from workers.adapters import check_adapter
+    from workers.engine import EmotionEngine
+    from workers.model_store import resolve_model
+
+    conversations = load_dataset(args.dataset, args.split, args.data, args.label_set)
+    config = engine_config(args)
+    requests = label_requests(conversations, config.context_turns, limit=args.limit)
+    if not requests:
+        raise DataError(f"{args.dataset} {args.split}: no labelled turns to evaluate")
+    # Everything that can be wrong with the input fails here, before the engine starts.
+    for name, path in config.adapters.items():
+        check_adapter(name, path, config.max_lora_rank)
+    Prompter.from_model(resolve_model(config.model), config.context_turns, config.max_model_len).build_all(requests)
+    engine = EmotionEngine(config)
+    with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
+        report, _ = evaluate(engine, requests, args.batch_size, bar.update)
+    report.update(model=engine.model, adapter=engine.adapter_name(None), dataset=args.dataset,
+                  split=args.split, context_turns=config.context_turns, decoding=config.decoding)
+    png = write_report(report, args.report)
+    print(format_report(report))
+    print(f"report: {args.report}  plot: {png}")
+    return 0
+
+
+def _bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks: our path and its baseline side by side")
+    which = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    e = which.add_parser("engine", help="engine turns/s against transformers generate, and FLOP/s")
+    e.add_argument("--limit", type=int, default=128, help="MELD test turns to time")
+    e.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
+    e.add_argument("--no-levers", action="store_true",
+                   help="skip the second engine start that measures prefix caching off")
+    e.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    engine_arguments(e)
+    e.set_defaults(run=run_bench_engine)
+
+
+def run_bench_engine(args: argparse.Namespace) -> int:
+    from pipeline.benchmarks.engine_bench import run_engine_benchmark
+
+    result = run_engine_benchmark(engine_config(args), args.limit, args.data, levers=not args.no_levers)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="label one MELD test conversation turn by turn")
+    p.add_argument("--conversation", default="1", help="MELD test Dialogue_ID")
+    p.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
+    engine_arguments(p)
+    p.set_defaults(run=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pipeline.predictions import LabelRequest
+    from workers.engine import EmotionEngine
+
+    conversations = {c.conversation_id: c for c in load_dataset("meld", "test", args.data)}
+    conv = conversations.get(args.conversation)
+    if conv is None:
+        raise DataError(f"MELD test has no conversation {args.conversation!r}")
+    config = engine_config(args)
+    engine = EmotionEngine(config)
+    requests = [LabelRequest(t, conv.context_of(i, config.context_turns), conv.label_set)
+                for i, t in enumerate(conv.turns)]
+    predictions = engine.predict(requests)
+    print(f"MELD test conversation {conv.conversation_id}: model {engine.model}, "
+          f"adapter {engine.adapter_name(None) or 'none'}")
+    for turn, p in zip(conv.turns, predictions):
+        top = "  ".join(f"{label} {prob:.2f}" for label, prob in p.top(3))
+        print(f"[{turn.turn_id}] {turn.speaker}: {turn.text}")
+        print(f"     -> {p.label:<9} (gold {turn.label})   {top}")
+    return 0
+
+
+REGISTRY = (_eval, _bench, _demo)

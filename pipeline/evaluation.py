@@ -1,0 +1,91 @@
+"""Evaluation: label every gold-labelled turn of a split, score it, write the report and a plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.labels import get_label_set
+from pipeline.metrics import classification_report
+from pipeline.predictions import LabelRequest, Prediction
+from pipeline.turns import Conversation
+
+
+class Classifier(Protocol):
+    def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]: ...
+
+
+def label_requests(
+    conversations: Sequence[Conversation], context_turns: int, adapter: str | None = None,
+    limit: int | None = None,
+) -> list[LabelRequest]:
+    """One request per gold-labelled turn, with the turns before it as context, in corpus order."""
+    requests = []
+    for conv in conversations:
+        for i, turn in enumerate(conv.turns):
+            if turn.label is not None:
+                requests.append(LabelRequest(turn, conv.context_of(i, context_turns), conv.label_set, adapter))
+                if limit is not None and len(requests) >= limit:
+                    return requests
+    return requests
+
+
+def evaluate(
+    classifier: Classifier,
+    requests: Sequence[LabelRequest],
+    batch_size: int = 256,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], list[Prediction]]:
+    """Classify `requests` in batches and compute the report against their gold labels."""
+    if not requests:
+        raise ValueError("nothing to evaluate: no labelled turns")
+    label_set = get_label_set(requests[0].label_set)
+    predictions: list[Prediction] = []
+    for start in range(0, len(requests), batch_size):
+        batch = requests[start : start + batch_size]
+        predictions.extend(classifier.predict(batch))
+        if progress:
+            progress(len(batch))
+    gold = [r.turn.label or "" for r in requests]
+    report = classification_report(gold, [p.label for p in predictions], label_set)
+    return report, predictions
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Write `report` as JSON at `path` and its confusion matrix as a PNG beside it; returns the PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    png = path.with_suffix(".png")
+    plot_confusion_matrix(report, png)
+    return png
+
+
+def plot_confusion_matrix(report: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = report["labels"]
+    matrix = np.array(report["confusion_matrix"], dtype=float)
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(labels), 0.8 + 0.8 * len(labels)))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center",
+                    color="white" if shares[i, j] > 0.5 else "black", fontsize=8)
+    title = f"{report.get('model', '')} {report.get('adapter') or ''}".strip()
+    ax.set_title(f"weighted-F1 {report['weighted_f1']:.3f}  n={report['n']}\n{title}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)

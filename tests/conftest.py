@@ -1,0 +1,67 @@
+"""Shared fixtures: the data root, a tiny random Llama with LoRA adapters, one vLLM engine per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pipeline.datasets import resolve_data_root  # noqa: E402
+from pipeline.labels import LABEL_SETS, LabelSet  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Labels whose tokens share first tokens under the tiny tokenizer ("Ġam" az/us ed, "Ġgr" ate/ump):
+# scoring must then ask for more than the first token to stay exact.
+SHARED_PREFIX = LabelSet("test-shared-prefix", ("amazed", "amused", "grateful", "grumpy", "calm"))
+LABEL_SETS.setdefault(SHARED_PREFIX.name, SHARED_PREFIX)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return resolve_data_root(None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, data_root) -> Path:
+    from tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), data_root / "MELD" / "train_sent_emo.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tmp_path_factory, tiny_model) -> Path:
+    from tiny_model import build_lora_adapter
+
+    return build_lora_adapter(tiny_model, tmp_path_factory.mktemp("tiny-lora"), rank=8)
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model, tiny_adapter):
+    """One real vLLM engine (CPU build here) over the tiny model, shared by the whole session."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from workers.engine import EmotionEngine
+    from workers.engine_config import EngineConfig
+
+    return EmotionEngine(EngineConfig(
+        model=str(tiny_model), adapters={"tiny": str(tiny_adapter)}, max_model_len=256,
+        max_lora_rank=8, kv_cache_gib=1, max_num_seqs=64,
+    ))
+
+
+@pytest.fixture
+def run_cli():
+    """Run `dialoguellm ARGS...` in a fresh process; returns the CompletedProcess."""
+    import subprocess
+
+    def run(*args: str, timeout: float = 600, env: dict | None = None):
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, capture_output=True, text=True,
+            timeout=timeout, env={**os.environ, **(env or {})},
+        )
+
+    return run
