@@ -1,9 +1,9 @@
-"""Per-label probabilities from next-token distributions, exact when labels share first tokens.
+"""Per-label probabilities from next-token log-probabilities, exact when labels share first tokens.
 
-Each label is a token sequence. Labels form a trie; the model is asked for the next-token
-distribution only at branch points (nodes with several children). P(label) is the product of the
-renormalised branch probabilities along its path; nodes with one child are forced (probability 1),
-as they are under constrained decoding. With distinct first tokens, one forward pass suffices.
+Each label is a token sequence; the labels form a trie. The model is asked, at every internal
+node (a proper prefix of some label), for the log-probabilities of that node's child tokens. A
+label's score is the log-likelihood of its whole token sequence, the sum along its path; scores
+are normalised over the labels. With single-token labels only the root is asked: one forward pass.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ Prefix = tuple[int, ...]
 
 
 class LabelTrie:
-    """The labels of a label set as token sequences, with the branch points to query."""
+    """The labels of a label set as token sequences, with the prefixes to query."""
 
     def __init__(self, label_tokens: Mapping[str, Sequence[int]]) -> None:
         seqs = {label: tuple(ids) for label, ids in label_tokens.items()}
@@ -31,40 +31,26 @@ class LabelTrie:
             for depth in range(len(ids)):
                 children.setdefault(ids[:depth], set()).add(ids[depth])
         self.children = {prefix: sorted(tokens) for prefix, tokens in children.items()}
-        self.branch_points: list[Prefix] = sorted(
-            (p for p, c in self.children.items() if len(c) > 1), key=lambda p: (len(p), p)
-        )
+        self.query_points: list[Prefix] = sorted(self.children, key=lambda p: (len(p), p))
 
     @property
     def max_tokens(self) -> int:
         return max(len(ids) for ids in self.label_tokens.values())
 
-    def probabilities(self, branch_logprobs: Mapping[Prefix, Mapping[int, float]]) -> dict[str, float]:
-        """P(label) for every label from the log-probabilities seen at each branch point.
+    def probabilities(self, node_logprobs: Mapping[Prefix, Mapping[int, float]]) -> dict[str, float]:
+        """P(label) for every label from the log-probabilities seen at the trie's nodes.
 
-        A branch point missing from `branch_logprobs`, or a child token missing at one, gets the
-        smallest mass seen there (or an even share when nothing was seen), so every label keeps
-        a probability; results sum to 1.
+        A node or token missing from `node_logprobs` counts as certain (log-probability 0), as a
+        token is under constrained decoding once the prefix leaves it no alternative.
         """
-        node_probs = {prefix: self._normalise(prefix, branch_logprobs.get(prefix, {}))
-                      for prefix in self.branch_points}
         scores = {}
         for label, ids in self.label_tokens.items():
-            p = 1.0
+            total = 0.0
             for depth in range(len(ids)):
-                dist = node_probs.get(ids[:depth])
-                if dist is not None:
-                    p *= dist[ids[depth]]
-            scores[label] = p
-        total = sum(scores.values())
-        return {label: s / total for label, s in scores.items()}
-
-    def _normalise(self, prefix: Prefix, logprobs: Mapping[int, float]) -> dict[int, float]:
-        tokens = self.children[prefix]
-        seen = [logprobs[t] for t in tokens if t in logprobs and math.isfinite(logprobs[t])]
-        floor = min(seen) if seen else 0.0
-        values = [logprobs.get(t, floor) if math.isfinite(logprobs.get(t, floor)) else floor for t in tokens]
-        top = max(values)
-        weights = [math.exp(v - top) for v in values]
-        total = sum(weights)
-        return {t: w / total for t, w in zip(tokens, weights)}
+                lp = node_logprobs.get(ids[:depth], {}).get(ids[depth], 0.0)
+                total += lp if math.isfinite(lp) else -1e9
+            scores[label] = total
+        top = max(scores.values())
+        weights = {label: math.exp(s - top) for label, s in scores.items()}
+        norm = sum(weights.values())
+        return {label: w / norm for label, w in weights.items()}

@@ -66,9 +66,9 @@ class PromptBuilder:
         self.demonstrations = tuple(demonstrations)
         self.instruction = (
             "### Instruction:\n"
-            "You are an expert in emotion analysis. Read the conversation and decide which emotion "
-            "the speaker of the target utterance expresses. Answer with exactly one label from: "
-            f"{', '.join(labels.labels)}.\n\n"
+            "You are an expert in emotion analysis. Read the conversation, the target utterance and, "
+            "when given, a description of its video. Which emotion does the speaker of the target "
+            f"utterance express? Answer with exactly one label from: {', '.join(labels.labels)}.\n\n"
         )
 
     def answer(self, label: str) -> str:

@@ -97,6 +97,7 @@ def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
         dtype=("float32" if on_cpu else "bfloat16") if config.dtype == "auto" else config.dtype,
         enable_prefix_caching=config.enable_prefix_caching,
         max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens,
         tensor_parallel_size=config.tensor_parallel_size,
         seed=config.seed,
     )
@@ -107,6 +108,9 @@ def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
     if on_cpu:
         kwargs.update(kv_cache_memory_bytes=int(config.kv_cache_gib * _GIB), enforce_eager=True)
         _bind_cpu_threads(config.cpu_threads)
+        # One process instead of three: starts in about half the time on small machines, and
+        # computes as fast, since a CPU engine has no device to overlap with.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     else:
         kwargs.update(gpu_memory_utilization=config.gpu_memory_utilization)
     return LLM(**kwargs)

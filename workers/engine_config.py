@@ -47,6 +47,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     sort_prompts: bool = True
     max_num_seqs: int = 256
+    max_num_batched_tokens: int | None = None
     kv_cache_gib: float = 2.0
     block_size: int | None = None
     cpu_threads: str = "all"

@@ -1,8 +1,9 @@
 """Constrained generation: vLLM's structured outputs (`choice`) force one of the label strings.
 
 The chosen label is what was generated. Probabilities come from the log-probabilities of the
-label tokens at each generated step: exact along the generated path and at the first token;
-for labels that branch off a shared prefix the model did not take, their branch is split evenly.
+label tokens at each generated step: exact for labels whose tokens lie on the generated path or
+branch off it; tokens of a label after it branched off are counted as forced, as the grammar
+would force them.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class ChoiceDecoding(DecodingMode):
         generated = list(completion.token_ids)
         for depth, step in enumerate(completion.logprobs or ()):
             prefix = tuple(generated[:depth])
-            if prefix in trie.children and len(trie.children[prefix]) > 1:
+            if prefix in trie.children:
                 seen[prefix] = {token: lp.logprob for token, lp in step.items()}
         text = completion.text.strip()
         label = next((lab for lab, ans in zip(item.space.labels, item.space.answers)

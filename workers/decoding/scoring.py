@@ -1,9 +1,10 @@
 """Label scoring: one forward pass per prompt, log-probabilities of the labels' tokens.
 
-Each branch point of the label trie becomes one request of `max_tokens=1` asking vLLM for the
-log-probabilities of exactly the branch's child tokens (`logprob_token_ids`). Labels with distinct
-first tokens need only the prompt itself; labels sharing a first token add a request for the
-prompt extended by that token, which prefix caching makes cheap.
+Each internal node of the label trie becomes one request of `max_tokens=1` asking vLLM for the
+log-probabilities of exactly that node's child tokens (`logprob_token_ids`). Single-token labels
+need only the prompt itself; longer labels add a request for the prompt extended by each of
+their proper prefixes, which prefix caching makes cheap. The result is each label's sequence
+likelihood, normalised over the labels: exact whatever tokens the labels share.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class LabelScoring(DecodingMode):
         prompts, params, loras, owners = [], [], [], []
         for index, item in enumerate(items):
             trie = item.space.trie
-            for prefix in trie.branch_points:
+            for prefix in trie.query_points:
                 prompts.append(TokensPrompt(prompt_token_ids=item.prompt_ids + list(prefix)))
                 params.append(SamplingParams(max_tokens=1, temperature=0.0,
                                              logprob_token_ids=trie.children[prefix]))

@@ -1,0 +1,106 @@
+"""The real vLLM engine (CPU build here) over a tiny random Llama, shared by the session."""
+
+import math
+
+import pytest
+
+from conftest import SHARED_PREFIX
+from pipeline.errors import AdapterError
+from pipeline.predictions import LabelRequest
+from pipeline.turns import Turn
+
+pytestmark = pytest.mark.engine
+
+TURNS = [
+    Turn("c1", 0, "Monica", "You're going out with the guy!"),
+    Turn("c1", 1, "Joey", "C'mon, you're going out with the guy! There's gotta be something wrong with him!"),
+    Turn("c1", 2, "Chandler", "All right Joey, be nice. So does he have a hump?"),
+    Turn("c2", 0, "Rachel", "Oh my God, I can't believe it, thank you so much!"),
+]
+
+
+def _requests(label_set="meld", adapter=None):
+    return [LabelRequest(t, tuple(TURNS[max(0, i - 2):i]) if t.conversation_id == "c1" else (), label_set, adapter)
+            for i, t in enumerate(TURNS)]
+
+
+def _reference_probs(model_dir, adapter_dir, engine, request):
+    """P(label | prompt) for every label by brute force with transformers, normalised over labels."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir)
+    model.eval()
+    prompt_ids = engine.prompter.encode(engine.prompter.build(request))
+    space = engine.prompter.space(request.label_set)
+    scores = {}
+    for label, ids in space.trie.label_tokens.items():
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids + list(ids)])).logits[0]
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        scores[label] = sum(float(logprobs[len(prompt_ids) - 1 + k, t]) for k, t in enumerate(ids))
+    top = max(scores.values())
+    total = sum(math.exp(s - top) for s in scores.values())
+    return {label: math.exp(s - top) / total for label, s in scores.items()}
+
+
+def test_labels_are_valid_and_probabilities_sum_to_one(engine):
+    for decoding in ("scoring", "choice"):
+        predictions = engine.predict_prompts(engine.prompter.build_all(_requests()), "meld", decoding=decoding)
+        for p in predictions:
+            assert p.label in engine.prompter.space("meld").labels
+            assert set(p.probs) == set(engine.prompter.space("meld").labels)
+            assert sum(p.probs.values()) == pytest.approx(1.0, abs=1e-6)
+            assert p.confidence == pytest.approx(p.probs[p.label])
+
+
+def test_scoring_matches_transformers_brute_force(engine, tiny_model):
+    request = _requests()[2]
+    expected = _reference_probs(tiny_model, None, engine, LabelRequest(request.turn, request.context, "meld", "base"))
+    got = engine.predict([LabelRequest(request.turn, request.context, "meld", "base")])[0]
+    assert got.probs == pytest.approx(expected, abs=2e-3)
+    assert got.label == max(expected, key=expected.get)
+
+
+def test_scoring_is_exact_when_labels_share_first_tokens(engine, tiny_model, tiny_adapter):
+    space = engine.prompter.space(SHARED_PREFIX.name)
+    assert len({ids[0] for ids in space.trie.label_tokens.values()}) < len(space.trie.label_tokens), \
+        "test labels must share a first token"
+    request = LabelRequest(TURNS[3], (), SHARED_PREFIX.name, "tiny")
+    expected = _reference_probs(tiny_model, tiny_adapter, engine, request)
+    got = engine.predict([request])[0]
+    assert got.probs == pytest.approx(expected, abs=2e-3)
+    # First-token scoring would give these two one share; the reference tells them apart, and so do we.
+    assert abs(expected["amazed"] - expected["amused"]) > 0.1
+
+
+def test_adapter_changes_predictions_and_batches_can_mix_adapters(engine):
+    base = engine.predict(_requests(adapter="base"))
+    tuned = engine.predict(_requests(adapter="tiny"))
+    assert max(abs(b.probs[k] - t.probs[k]) for b, t in zip(base, tuned) for k in b.probs) > 0.05
+    assert {p.adapter for p in tuned} == {"tiny"} and {p.adapter for p in base} == {None}
+    mixed = engine.predict([r if i % 2 else LabelRequest(r.turn, r.context, r.label_set, "tiny")
+                            for i, r in enumerate(_requests(adapter="base"))])
+    for i, p in enumerate(mixed):
+        expected = tuned[i] if i % 2 == 0 else base[i]
+        assert p.probs == pytest.approx(expected.probs, abs=1e-4)
+
+
+def test_choice_mode_picks_a_label_consistent_with_its_first_step(engine):
+    prompts = engine.prompter.build_all(_requests("emorynlp", "tiny"))
+    choice = engine.predict_prompts(prompts, "emorynlp", "tiny", decoding="choice")
+    scoring = engine.predict_prompts(prompts, "emorynlp", "tiny", decoding="scoring")
+    for c, s in zip(choice, scoring):
+        assert c.label in s.probs
+        # With single-token labels both modes read the same first-step distribution.
+        if engine.prompter.space("emorynlp").trie.query_points == [()]:
+            assert c.probs == pytest.approx(s.probs, abs=1e-4)
+
+
+def test_unknown_adapter_is_refused(engine):
+    with pytest.raises(AdapterError, match="unknown adapter 'nope'"):
+        engine.predict(_requests(adapter="nope"))

@@ -1,0 +1,88 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.datasets import load_dataset
+from pipeline.errors import ConfigError, PromptTooLongError
+from pipeline.labels import get_label_set
+from pipeline.prompts import PromptBuilder, PromptConfig, pick_demonstrations
+from pipeline.turns import Conversation, Turn
+
+GOLDEN = Path(__file__).parent / "golden"
+DATA = Path(__file__).parent / "data"
+
+
+def _sources(data_root):
+    return {
+        "meld": load_dataset("meld", "test", data_root),
+        "emorynlp": load_dataset("emorynlp", "dev", data_root),
+        "dailydialog": load_dataset("dailydialog", "dev", data_root),
+        "iemocap": load_dataset("iemocap", "test", DATA),
+        "jsonl": load_dataset("jsonl", "test", DATA / "conversations.jsonl"),
+    }
+
+
+@pytest.mark.parametrize("dataset", ["meld", "emorynlp", "dailydialog", "iemocap", "jsonl"])
+def test_golden_prompt_per_dataset(dataset, data_root):
+    conv = _sources(data_root)[dataset][0]
+    prompt = PromptBuilder(get_label_set(conv.label_set)).build_conversation(conv)[2]
+    assert prompt == (GOLDEN / f"{dataset}.txt").read_text(encoding="utf-8")
+
+
+def test_golden_k_shot_prompt(data_root):
+    train = load_dataset("meld", "train", data_root)
+    labels = get_label_set("meld")
+    demos = pick_demonstrations(train, 2, labels, context_turns=1)
+    assert [d.target.label for d in demos] == ["neutral", "joy"]
+    conv = load_dataset("meld", "test", data_root)[0]
+    prompt = PromptBuilder(labels, PromptConfig(context_turns=1), demonstrations=demos).build(
+        conv.turns[1], conv.turns[:1])
+    assert prompt == (GOLDEN / "meld-2shot.txt").read_text(encoding="utf-8")
+
+
+def _conversation(n: int, words: int = 5) -> Conversation:
+    turns = tuple(Turn("c", i, f"S{i % 2}", " ".join(f"w{i}x{j}" for j in range(words))) for i in range(n))
+    return Conversation("c", turns)
+
+
+def test_prompt_holds_the_previous_z_turns_in_order():
+    conv = _conversation(5)
+    prompt = PromptBuilder(get_label_set("meld"), PromptConfig(context_turns=2)).build(conv.turns[4], conv.turns[:4])
+    assert "S0: w2x0" in prompt and "S1: w3x0" in prompt and "w1x0" not in prompt
+    assert prompt.index("w2x0") < prompt.index("w3x0") < prompt.index("### Target utterance:\nS0: w4x0")
+    assert prompt.endswith("### Response:")
+    assert "neutral, joy, surprise, anger, sadness, disgust, fear" in prompt
+
+
+def test_zero_context_and_description():
+    turn = Turn("c", 3, "Ann", "Fine.", description="One person frowns.")
+    prompt = PromptBuilder(get_label_set("meld"), PromptConfig(context_turns=0)).build(turn, _conversation(3).turns)
+    assert "### Conversation:" not in prompt
+    assert "### Video description:\nOne person frowns.\n\n### Response:" in prompt
+
+
+def test_budget_trims_oldest_context_first_and_never_the_target():
+    conv = _conversation(4, words=20)
+    count = lambda text: len(text.split())  # noqa: E731
+    full = PromptBuilder(get_label_set("meld"), PromptConfig(2, 10_000), count).build(conv.turns[3], conv.turns[:3])
+    budget = count(full) - 5
+    trimmed = PromptBuilder(get_label_set("meld"), PromptConfig(2, budget), count).build(conv.turns[3], conv.turns[:3])
+    assert "w1x0" not in trimmed and "w2x0" in trimmed and "w3x19" in trimmed
+    assert count(trimmed) <= budget
+
+
+def test_target_alone_over_budget_is_an_error():
+    conv = _conversation(2, words=400)
+    with pytest.raises(PromptTooLongError, match="turn 1 of conversation c alone takes"):
+        PromptBuilder(get_label_set("meld"), PromptConfig(2, 100)).build(conv.turns[1], conv.turns[:1])
+
+
+def test_builder_is_deterministic():
+    conv = _conversation(6)
+    b = PromptBuilder(get_label_set("emorynlp"))
+    assert b.build_conversation(conv) == PromptBuilder(get_label_set("emorynlp")).build_conversation(conv)
+
+
+def test_bad_prompt_config():
+    with pytest.raises(ConfigError, match="context_turns"):
+        PromptConfig(context_turns=-1)
