@@ -106,4 +106,20 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRY = (_eval, _bench, _demo)
+def _train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune a LoRA adapter with Ray Train (see training/configs/)")
+    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("--storage", help="Ray Train storage path (default: beside output_dir)")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from training.config import load_config
+    from training.train import fit
+
+    summary = fit(load_config(args.config), args.storage)
+    print(json.dumps(summary))
+    return 0
+
+
+REGISTRY = (_eval, _bench, _demo, _train)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import AdapterError
@@ -22,6 +23,18 @@ _GIB = 1 << 30
 _CPU_BLOCK_SIZE = 32
 
 
+@dataclass
+class EngineStats:
+    """Running totals since start (or the last `reset`), for metrics and benchmarks."""
+
+    turns: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    def reset(self) -> None:
+        self.turns = self.prompt_tokens = self.cached_tokens = 0
+
+
 class EmotionEngine:
     """Classifies turns with an LLM held in a vLLM engine (one per process)."""
 
@@ -31,9 +44,10 @@ class EmotionEngine:
             name: check_adapter(name, path, config.max_lora_rank) for name, path in config.adapters.items()
         }
         self.model = resolve_model(config.model)
-        self.llm = _start_llm(self.model, config, bool(self.adapters))
+        self.llm = _start_llm(self.model, config, bool(self.adapters) or config.enable_lora)
         self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len)
         self.mode = get_mode(config.decoding)
+        self.stats = EngineStats()
         self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(self.adapters.items())}
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
@@ -68,7 +82,23 @@ class EmotionEngine:
         decoded: list = [None] * n
         for i, d in zip(order, mode.decode(self.llm, [items[i] for i in order]) if items else []):
             decoded[i] = d
+            self.stats.prompt_tokens += d.prompt_tokens
+            self.stats.cached_tokens += d.cached_tokens
+        self.stats.turns += n
         return [Prediction.from_probs(d.probs, name, d.label) for d, name in zip(decoded, names)]
+
+    def add_adapter(self, name: str, path: str) -> None:
+        """Serve one more adapter by name (a new adapter rolled out without a restart).
+
+        The engine must have been started with LoRA enabled (adapters given, or `enable_lora`).
+        """
+        if not (self.adapters or self.config.enable_lora):
+            raise AdapterError("this engine was started without LoRA support (set enable_lora)")
+        if name in self.adapters:
+            raise AdapterError(f"adapter {name!r} is already loaded")
+        info = check_adapter(name, path, self.config.max_lora_rank)
+        self.adapters[name] = info
+        self._loras[name] = _lora_request(info, len(self._loras) + 1)
 
     def adapter_name(self, adapter: str | None) -> str | None:
         """The adapter a request gets: its own, else the default; `None` means the base model."""

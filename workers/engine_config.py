@@ -38,6 +38,7 @@ class EngineConfig:
     model: str | None = None
     adapters: dict[str, str] = field(default_factory=dict)
     default_adapter: str | None = None
+    enable_lora: bool = False
     decoding: str = "scoring"
     context_turns: int = 2
     max_model_len: int = 512

@@ -21,10 +21,13 @@ class ScoringItem:
 
 @dataclass(frozen=True)
 class Decoded:
-    """A mode's answer for one item: probabilities, and the label it chose if it chose one."""
+    """A mode's answer for one item: probabilities, the label it chose if it chose one, and the
+    prompt tokens the engine processed for it and of those served from the prefix cache."""
 
     probs: dict[str, float]
     label: str | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
 
 
 class DecodingMode(ABC):

@@ -41,10 +41,11 @@ class ChoiceDecoding(DecodingMode):
             lora_request=[item.lora for item in items],
             use_tqdm=False,
         )
-        return [self._read(item, output.outputs[0]) for item, output in zip(items, outputs)]
+        return [self._read(item, output) for item, output in zip(items, outputs)]
 
     @staticmethod
-    def _read(item: ScoringItem, completion: Any) -> Decoded:
+    def _read(item: ScoringItem, output: Any) -> Decoded:
+        completion = output.outputs[0]
         trie = item.space.trie
         seen = {}
         generated = list(completion.token_ids)
@@ -55,4 +56,4 @@ class ChoiceDecoding(DecodingMode):
         text = completion.text.strip()
         label = next((lab for lab, ans in zip(item.space.labels, item.space.answers)
                       if ans.strip() == text), None)
-        return Decoded(trie.probabilities(seen), label)
+        return Decoded(trie.probabilities(seen), label, len(output.prompt_token_ids), output.num_cached_tokens or 0)

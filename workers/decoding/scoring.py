@@ -32,9 +32,12 @@ class LabelScoring(DecodingMode):
                 loras.append(item.lora)
                 owners.append((index, prefix))
         seen: list[dict] = [{} for _ in items]
+        tokens = [[0, 0] for _ in items]
         if prompts:
             outputs = llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
             for (index, prefix), output in zip(owners, outputs):
                 step = output.outputs[0].logprobs[0]
                 seen[index][prefix] = {token: lp.logprob for token, lp in step.items()}
-        return [Decoded(item.space.trie.probabilities(seen[i])) for i, item in enumerate(items)]
+                tokens[index][0] += len(output.prompt_token_ids)
+                tokens[index][1] += output.num_cached_tokens or 0
+        return [Decoded(item.space.trie.probabilities(seen[i]), None, *tokens[i]) for i, item in enumerate(items)]

@@ -1,0 +1,86 @@
+"""`python -m training.train --config FILE`: LoRA fine-tuning under Ray Train's TorchTrainer.
+
+Works the same locally (starts a Ray instance, or joins `RAY_ADDRESS`) and under
+`ray job submit --working-dir . -- python -m training.train --config FILE`.
+The best checkpoint by dev weighted-F1 is copied to `output_dir` as a PEFT adapter folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DialogueLLMError
+from training.config import TrainConfig, load_config
+from training.loop import STATE_FILE, train_loop
+
+BEST_METRIC = "dev_weighted_f1"
+
+
+def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2) -> dict[str, Any]:
+    """Run training with Ray Train; return the best checkpoint's metrics and where it was copied."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=True)
+    scaling = config.scaling
+    has_dev = bool(config.dev)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=config.to_dict(),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            accelerator_type=scaling.accelerator_type,
+            resources_per_worker=scaling.resources_per_worker or None,
+        ),
+        run_config=RunConfig(
+            name=Path(config.output_dir).name,
+            storage_path=str(Path(storage or Path(config.output_dir).parent / "ray_results").resolve()),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=2,
+                checkpoint_score_attribute=BEST_METRIC if has_dev else "epoch",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}")
+    ranked = result.best_checkpoints or [(result.checkpoint, result.metrics)]
+    best_checkpoint, best_metrics = max(
+        ranked, key=lambda cm: cm[1].get(BEST_METRIC, cm[1].get("epoch", 0)) if has_dev else cm[1].get("epoch", 0)
+    )
+    output = Path(config.output_dir)
+    if output.exists():
+        shutil.rmtree(output)
+    best_checkpoint.to_directory(str(output))
+    (output / STATE_FILE).unlink(missing_ok=True)
+    summary = {"adapter": str(output), "metrics": {k: v for k, v in best_metrics.items()
+                                                     if isinstance(v, (int, float, str))}}
+    (output / "train_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="YAML training config (see training/configs/)")
+    parser.add_argument("--storage", help="Ray Train storage path (default: beside output_dir)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except DialogueLLMError as e:
+        print(f"dialoguellm: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(fit(config, args.storage)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
