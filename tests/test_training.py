@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,23 +108,30 @@ def test_tiny_config_trains_an_adapter_the_engine_serves(engine, tiny_model, tmp
 
 
 @pytest.mark.engine
-def test_ray_job_submit_trains_the_tiny_config(tiny_model, tmp_path, engine):
+def test_ray_job_submit_trains_the_tiny_config(tiny_model, tmp_path, engine, data_root):
     """A real local Ray head; the job is submitted with `ray job submit` as the README says."""
     ray = str(Path(sys.executable).parent / "ray")
     output = tmp_path / "job-adapter"
-    config = _write(tmp_path, model=str(tiny_model), output_dir=str(output))
+    # The job runs in a copy of the working directory: data paths are given explicitly.
+    config = _write(tmp_path, model=str(tiny_model), output_dir=str(output),
+                    train=[{"dataset": "meld", "split": "train", "limit": 32, "path": str(data_root)}],
+                    dev=[{"dataset": "meld", "split": "dev", "limit": 16, "path": str(data_root)}])
     env = {**__import__("os").environ, "PATH": f"{Path(sys.executable).parent}:{__import__('os').environ['PATH']}",
-           "RAY_ADDRESS": ""}
+           "RAY_ADDRESS": "", "RAY_AUTH_MODE": "disabled"}
     temp = Path("/tmp") / f"ray-test-{tmp_path.name[-12:]}"
     start = subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--port", "6390", "--dashboard-port", "8275",
                             "--temp-dir", str(temp), "--disable-usage-stats"],
                            capture_output=True, text=True, env=env, timeout=180)
     assert start.returncode == 0, start.stderr[-2000:]
     try:
-        job = subprocess.run([ray, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir", str(REPO),
-                              "--", "python", "-m", "training.train", "--config", str(config),
-                              "--storage", str(tmp_path / "ray-job")],
-                             capture_output=True, text=True, env=env, timeout=900)
+        for _ in range(30):  # the head's job agent takes a few seconds to come up after `ray start`
+            job = subprocess.run([ray, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir",
+                                  str(REPO), "--", "python", "-m", "training.train", "--config", str(config),
+                                  "--storage", str(tmp_path / "ray-job")],
+                                 capture_output=True, text=True, env=env, timeout=900)
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            time.sleep(2)
         assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-2000:])
         assert "succeeded" in job.stdout
     finally:

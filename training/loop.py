@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -18,18 +19,26 @@ from training.config import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "dialoguellm_train_config.json"
+METRICS_FILE = "metrics.json"
 
 
-def train_loop(config_dict: dict[str, Any]) -> None:
-    """Ray Train entry point (`train_loop_per_worker`); also callable directly without Ray."""
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point (`train_loop_per_worker`): `{"config": ..., "staging_dir": ...}`."""
     from training.config import config_from_dict
 
-    run_training(config_from_dict(config_dict), report=_ray_report, resume=_ray_checkpoint_dir())
+    staging = loop_config.get("staging_dir")
+    run_training(config_from_dict(loop_config["config"]), report=_ray_report, resume=_ray_checkpoint_dir(),
+                 checkpoint_root=Path(staging) if staging else None)
 
 
 def run_training(config: TrainConfig, report: Any = None, resume: Path | None = None,
-                 max_steps: int | None = None) -> dict[str, Any]:
-    """Train; `report(metrics, adapter_dir)` is called after each epoch. Returns the last metrics."""
+                 max_steps: int | None = None, checkpoint_root: Path | None = None) -> dict[str, Any]:
+    """Train; `report(metrics, checkpoint_dir)` is called after each epoch. Returns the last metrics.
+
+    Checkpoints go to `checkpoint_root/epoch-N` and stay there (Ray Train's local mode keeps no
+    copy of its own); without a root they go to a temporary folder removed once reported (Ray
+    Train's distributed mode has uploaded it to storage by then).
+    """
     import torch
     from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
@@ -116,14 +125,18 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
             metrics.update(dev_weighted_f1=report_dict["weighted_f1"], dev_accuracy=report_dict["accuracy"],
                            dev_macro_f1=report_dict["macro_f1"])
         _log(rank, f"epoch {epoch} done: {json.dumps(metrics)}")
-        with tempfile.TemporaryDirectory() as tmp:
-            if rank == 0:
-                model.save_pretrained(tmp)
-                torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch},
-                           Path(tmp) / STATE_FILE)
-                (Path(tmp) / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
-            if report is not None:
-                report(metrics, Path(tmp) if rank == 0 else None)
+        folder = checkpoint_root / f"epoch-{epoch}" if checkpoint_root else Path(tempfile.mkdtemp())
+        if rank == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(folder)
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch},
+                       folder / STATE_FILE)
+            (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+            (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+        if report is not None:
+            report(metrics, folder if rank == 0 else None)
+        if checkpoint_root is None:
+            shutil.rmtree(folder, ignore_errors=True)
         if max_steps is not None and steps_done >= max_steps:
             break
     return metrics

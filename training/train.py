@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.errors import DialogueLLMError
 from training.config import TrainConfig, load_config
-from training.loop import STATE_FILE, train_loop
+from training.loop import METRICS_FILE, STATE_FILE, train_loop
 
 BEST_METRIC = "dev_weighted_f1"
 
@@ -30,21 +30,26 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2) 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=True)
     scaling = config.scaling
-    has_dev = bool(config.dev)
+    storage_path = Path(storage or Path(config.output_dir).parent / "ray_results").resolve()
+    run_name = Path(config.output_dir).name
+    # Ray Train's local mode (no workers) keeps no checkpoints of its own: the loop keeps them here.
+    staging = storage_path / run_name / "local-checkpoints" if scaling.num_workers == 0 else None
+    if staging is not None and staging.exists():
+        shutil.rmtree(staging)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config=config.to_dict(),
+        train_loop_config={"config": config.to_dict(), "staging_dir": str(staging) if staging else None},
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
             accelerator_type=scaling.accelerator_type,
             resources_per_worker=scaling.resources_per_worker or None,
         ),
         run_config=RunConfig(
-            name=Path(config.output_dir).name,
-            storage_path=str(Path(storage or Path(config.output_dir).parent / "ray_results").resolve()),
+            name=run_name,
+            storage_path=str(storage_path),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=2,
-                checkpoint_score_attribute=BEST_METRIC if has_dev else "epoch",
+                checkpoint_score_attribute=BEST_METRIC if config.dev else "epoch",
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=max_failures),
@@ -53,15 +58,16 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2) 
     result = trainer.fit()
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
-    ranked = result.best_checkpoints or [(result.checkpoint, result.metrics)]
-    best_checkpoint, best_metrics = max(
-        ranked, key=lambda cm: cm[1].get(BEST_METRIC, cm[1].get("epoch", 0)) if has_dev else cm[1].get("epoch", 0)
-    )
+    if staging is not None:
+        candidates = [(folder, json.loads((folder / METRICS_FILE).read_text())) for folder in staging.iterdir()]
+    else:
+        candidates = [(Path(c.to_directory()), m) for c, m in result.best_checkpoints or [(result.checkpoint, result.metrics)]]
+    key = BEST_METRIC if config.dev else "epoch"
+    best_dir, best_metrics = max(candidates, key=lambda cm: (cm[1].get(key, 0), cm[1].get("epoch", 0)))
     output = Path(config.output_dir)
     if output.exists():
         shutil.rmtree(output)
-    best_checkpoint.to_directory(str(output))
-    (output / STATE_FILE).unlink(missing_ok=True)
+    shutil.copytree(best_dir, output, ignore=shutil.ignore_patterns(STATE_FILE))
     summary = {"adapter": str(output), "metrics": {k: v for k, v in best_metrics.items()
                                                      if isinstance(v, (int, float, str))}}
     (output / "train_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")

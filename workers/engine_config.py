@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.errors import ConfigError
 
@@ -28,7 +28,9 @@ class EngineConfig:
     """Everything the engine needs; the same fields run a 135M model on a CPU or 7B on a GPU.
 
     `adapters` maps names to PEFT LoRA folders loaded at start; requests pick one by name, or
-    the base model with `None`. `default_adapter` is used when a request names none.
+    the base model with `None`. `default_adapter` is used when a request names none. With the
+    default model and no adapters given, the shipped default adapter is served as "default"
+    (`use_default_adapter: False` serves the bare model).
     CPU-only fields: `kv_cache_gib`, `cpu_threads` ("all" binds every CPU this process may use,
     else a list such as "0-3"; vLLM alone would keep one core idle for its scheduler) and
     `block_size` (default 32 on CPUs, the smallest their attention kernel takes, so the shared
@@ -39,6 +41,7 @@ class EngineConfig:
     adapters: dict[str, str] = field(default_factory=dict)
     default_adapter: str | None = None
     enable_lora: bool = False
+    use_default_adapter: bool = True
     decoding: str = "scoring"
     context_turns: int = 2
     max_model_len: int = 512
@@ -55,6 +58,15 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     tensor_parallel_size: int = 1
     seed: int = 0
+
+    def with_default_adapter(self) -> EngineConfig:
+        """This config, serving the shipped adapter when it applies (default model, no adapters)."""
+        from workers.model_store import DEFAULT_ADAPTER, DEFAULT_MODEL, default_adapter_dir
+
+        shipped = default_adapter_dir()
+        if not self.use_default_adapter or self.adapters or self.model not in (None, "", DEFAULT_MODEL) or not shipped:
+            return self
+        return replace(self, adapters={DEFAULT_ADAPTER: str(shipped)}, default_adapter=DEFAULT_ADAPTER)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODING_MODES:

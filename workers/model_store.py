@@ -41,6 +41,15 @@ def resolve_model(model: str | None) -> str:
     return model
 
 
+DEFAULT_ADAPTER = "default"
+_SHIPPED_ADAPTER = Path(__file__).resolve().parents[1] / "training" / "default_adapter"
+
+
+def default_adapter_dir() -> Path | None:
+    """The adapter we trained for the default model and ship with the project, if present."""
+    return _SHIPPED_ADAPTER if (_SHIPPED_ADAPTER / "adapter_config.json").is_file() else None
+
+
 def default_model_dir() -> Path:
     """The converted default model, converting it first if needed."""
     target = home() / "models" / DEFAULT_MODEL_NAME
