@@ -94,12 +94,29 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     engine_arguments(e)
     e.set_defaults(run=run_bench_engine)
+    t = which.add_parser("train", help="training tokens/s on a model shape with random weights")
+    t.add_argument("--shape", choices=("llama2-7b", "smollm2-135m"), default="llama2-7b")
+    t.add_argument("--steps", type=int, default=30)
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
+    t.add_argument("--workdir", help="where the random model is written (default: the temp folder)")
+    t.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    t.set_defaults(run=run_bench_train)
 
 
 def run_bench_engine(args: argparse.Namespace) -> int:
     from pipeline.benchmarks.engine_bench import run_engine_benchmark
 
     result = run_engine_benchmark(engine_config(args), args.limit, args.data, levers=not args.no_levers)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def run_bench_train(args: argparse.Namespace) -> int:
+    from pipeline.benchmarks.train_bench import run_train_benchmark
+
+    result = run_train_benchmark(args.shape, args.steps, args.batch_size, args.data, workdir=args.workdir)
     if args.json:
         print(json.dumps(result))
     return 0

@@ -119,7 +119,8 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
                 break
         seconds = time.perf_counter() - started
         metrics = {"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)),
-                   "train_tokens_per_s": tokens / seconds, "train_seconds": seconds}
+                   "train_tokens_per_s": tokens / seconds, "train_seconds": seconds, "train_tokens": tokens,
+                   "train_examples": len(losses) * optim.batch_size}
         if dev_requests:
             report_dict, _ = evaluate(TransformersScorer(model, prompter, pad_id), dev_requests)
             metrics.update(dev_weighted_f1=report_dict["weighted_f1"], dev_accuracy=report_dict["accuracy"],
