@@ -107,6 +107,18 @@ def test_tiny_config_trains_an_adapter_the_engine_serves(engine, tiny_model, tmp
     assert max(abs(b.probs[k] - t.probs[k]) for b, t in zip(base, trained) for k in b.probs) > 0.01
 
 
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 @pytest.mark.engine
 def test_ray_job_submit_trains_the_tiny_config(tiny_model, tmp_path, engine, data_root):
     """A real local Ray head; the job is submitted with `ray job submit` as the README says."""
@@ -121,16 +133,23 @@ def test_ray_job_submit_trains_the_tiny_config(tiny_model, tmp_path, engine, dat
     temp = Path("/tmp") / f"ray-test-{tmp_path.name[-12:]}"
     # --block keeps the head in this process's hands: terminating it stops this cluster only
     # (`ray stop` would stop every Ray instance on the machine).
-    head = subprocess.Popen([ray, "start", "--head", "--block", "--num-cpus", "2", "--port", "6390",
-                             "--dashboard-port", "8275", "--temp-dir", str(temp), "--disable-usage-stats"],
+    # Free ports throughout, so the test's head never collides with another Ray instance here.
+    gcs, dashboard, agent, agent_grpc, runtime_env, metrics = _free_ports(6)
+    head = subprocess.Popen([ray, "start", "--head", "--block", "--num-cpus", "2", "--port", str(gcs),
+                             "--dashboard-port", str(dashboard), "--dashboard-agent-listen-port", str(agent),
+                             "--dashboard-agent-grpc-port", str(agent_grpc), "--runtime-env-agent-port",
+                             str(runtime_env), "--metrics-export-port", str(metrics), "--temp-dir", str(temp),
+                             "--disable-usage-stats"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     try:
-        for _ in range(60):  # the head's job agent takes a few seconds to come up
-            job = subprocess.run([ray, "job", "submit", "--address", "http://127.0.0.1:8275", "--working-dir",
+        deadline = time.monotonic() + 180
+        while True:  # the head's job agent takes a few seconds to come up
+            job = subprocess.run([ray, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir",
                                   str(REPO), "--", "python", "-m", "training.train", "--config", str(config),
                                   "--storage", str(tmp_path / "ray-job")],
                                  capture_output=True, text=True, env=env, timeout=900)
-            if job.returncode == 0 or "succeeded" in job.stdout or "failed" in job.stdout:
+            starting = any(m in job.stdout + job.stderr for m in ("No available agent", "Failed to connect"))
+            if not starting or time.monotonic() > deadline:
                 break
             time.sleep(2)
         assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-2000:])
