@@ -69,3 +69,23 @@ def test_eval_writes_report_and_plot(run_cli, tmp_path, tiny_model, tiny_adapter
     assert sum(map(sum, r["confusion_matrix"])) == 24
     assert report.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "weighted-F1=" in result.stdout
+
+
+@pytest.mark.engine
+def test_demo_prints_each_turn_with_label_and_top_probabilities(run_cli, tiny_model, data_root):
+    from pipeline.datasets import load_dataset
+
+    conv = {c.conversation_id: c for c in load_dataset("meld", "test", data_root)}["1"]
+    result = run_cli("demo", "--conversation", "1", "--model", str(tiny_model), "--max-model-len", "256",
+                     "--kv-cache-gib", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("MELD test conversation 1: model")
+    turns = [line for line in lines if line.startswith("[")]
+    labels = [line for line in lines if line.strip().startswith("->")]
+    assert len(turns) == len(labels) == len(conv.turns)
+    for turn, line in zip(conv.turns, labels):
+        predicted = line.split()[1]
+        assert predicted in ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
+        assert f"(gold {turn.label})" in line
+        assert len(line.split("   ")[-1].split("  ")) == 3  # the top three "label prob" pairs
