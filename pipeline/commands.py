@@ -27,11 +27,28 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_eval)
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def _evaluate_and_report(args: argparse.Namespace, classifier, requests: list, **details) -> float:
+    """Label `requests` with a progress bar, write the report and plot, print them; returns turns/s."""
+    import time
+
     from tqdm import tqdm
 
-    from pipeline.evaluation import evaluate, label_requests, write_report
+    from pipeline.evaluation import evaluate, write_report
     from pipeline.metrics import format_report
+
+    start = time.perf_counter()
+    with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
+        report, _ = evaluate(classifier, requests, args.batch_size, bar.update)
+    rate = len(requests) / (time.perf_counter() - start)
+    report.update(dataset=args.dataset, split=args.split, turns_per_s=round(rate, 1), **details)
+    png = write_report(report, args.report)
+    print(format_report(report))
+    print(f"report: {args.report}  plot: {png}")
+    return rate
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from pipeline.evaluation import label_requests
     from pipeline.prompter import Prompter
     from workers.adapters import check_adapter
     from workers.engine import EmotionEngine
@@ -49,37 +66,19 @@ def run_eval(args: argparse.Namespace) -> int:
         check_adapter(name, path, config.max_lora_rank)
     Prompter.from_model(resolve_model(config.model), config.context_turns, config.max_model_len).build_all(requests)
     engine = EmotionEngine(config)
-    with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
-        report, _ = evaluate(engine, requests, args.batch_size, bar.update)
-    report.update(model=engine.model, adapter=engine.adapter_name(None), dataset=args.dataset,
-                  split=args.split, context_turns=config.context_turns, decoding=config.decoding)
-    png = write_report(report, args.report)
-    print(format_report(report))
-    print(f"report: {args.report}  plot: {png}")
+    _evaluate_and_report(args, engine, requests, model=engine.model, adapter=engine.adapter_name(None),
+                         context_turns=config.context_turns, decoding=config.decoding)
     return 0
 
 
 def _eval_baseline(args: argparse.Namespace, requests: list) -> int:
-    import time
-
-    from tqdm import tqdm
-
-    from pipeline.evaluation import evaluate, label_requests, write_report
-    from pipeline.metrics import format_report
+    from pipeline.evaluation import label_requests
     from workers.minilm_baseline import MiniLMBaseline
 
     train = label_requests(load_dataset(args.dataset, "train", args.data, args.label_set), 0)
-    baseline = MiniLMBaseline().fit(train)
-    start = time.perf_counter()
-    with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
-        report, _ = evaluate(baseline, requests, args.batch_size, bar.update)
-    rate = len(requests) / (time.perf_counter() - start)
-    report.update(model=baseline.name, adapter=None, dataset=args.dataset, split=args.split,
-                  train_turns=len(train), turns_per_s=round(rate, 1))
-    png = write_report(report, args.report)
-    print(format_report(report))
+    rate = _evaluate_and_report(args, MiniLMBaseline().fit(train), requests, model=MiniLMBaseline.name,
+                                adapter=None, train_turns=len(train))
     print(f"{rate:.0f} turns/s (fitted on {len(train)} {args.dataset} train turns)")
-    print(f"report: {args.report}  plot: {png}")
     return 0
 
 
