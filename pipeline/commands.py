@@ -121,36 +121,6 @@ def run_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="label one MELD test conversation turn by turn")
-    p.add_argument("--conversation", default="1", help="MELD test Dialogue_ID")
-    p.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
-    engine_arguments(p)
-    p.set_defaults(run=run_demo)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from pipeline.predictions import LabelRequest
-    from workers.engine import EmotionEngine
-
-    conversations = {c.conversation_id: c for c in load_dataset("meld", "test", args.data)}
-    conv = conversations.get(args.conversation)
-    if conv is None:
-        raise DataError(f"MELD test has no conversation {args.conversation!r}")
-    config = engine_config(args)
-    engine = EmotionEngine(config)
-    requests = [LabelRequest(t, conv.context_of(i, config.context_turns), conv.label_set)
-                for i, t in enumerate(conv.turns)]
-    predictions = engine.predict(requests)
-    print(f"MELD test conversation {conv.conversation_id}: model {engine.model}, "
-          f"adapter {engine.adapter_name(None) or 'none'}")
-    for turn, p in zip(conv.turns, predictions):
-        top = "  ".join(f"{label} {prob:.2f}" for label, prob in p.top(3))
-        print(f"[{turn.turn_id}] {turn.speaker}: {turn.text}")
-        print(f"     -> {p.label:<9} (gold {turn.label})   {top}")
-    return 0
-
-
 def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a LoRA adapter with Ray Train (see training/configs/)")
     p.add_argument("--config", required=True, help="YAML training config")
@@ -167,4 +137,10 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRY = (_eval, _bench, _demo, _train)
+def _registry() -> tuple:
+    from pipeline.stream import commands as stream
+
+    return (_eval, _bench, _train, *stream.REGISTRY)
+
+
+REGISTRY = _registry()

@@ -5,7 +5,10 @@ import sys
 
 CORE = ["pipeline.turns", "pipeline.labels", "pipeline.prompts", "pipeline.prompter", "pipeline.metrics",
         "pipeline.label_trie", "pipeline.datasets", "pipeline.evaluation", "pipeline.predictions",
-        "pipeline.cli", "pipeline.commands", "workers.engine_config", "workers.adapters"]
+        "pipeline.cli", "pipeline.commands", "workers.engine_config", "workers.adapters",
+        "pipeline.wire", "pipeline.logs", "pipeline.stream.ack_policy", "pipeline.stream.config",
+        "pipeline.stream.context_store", "pipeline.stream.stream_io", "pipeline.stream.client",
+        "pipeline.stream.commands", "workers.engine_pool", "workers.engine_actor"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import AdapterError
+from pipeline.errors import AdapterError, DialogueLLMError
 from pipeline.predictions import LabelRequest, Prediction
 from pipeline.prompter import Prompter
 from workers.adapters import BASE_MODEL, AdapterInfo, check_adapter
@@ -55,6 +55,25 @@ class EmotionEngine:
         """Label every request's turn in one batch."""
         prompts = self.prompter.build_all(requests)
         return self.predict_prompts(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
+
+    def predict_each(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
+        """Like `predict`, but a request that can never be labelled (its prompt over the context
+        window, an unknown adapter) gets its error in its place while the others are labelled."""
+        results: list[Prediction | DialogueLLMError | None] = [None] * len(requests)
+        ready: list[int] = []
+        prompts: list[str] = []
+        for i, request in enumerate(requests):
+            try:
+                self.adapter_name(request.adapter)
+                prompts.append(self.prompter.build(request))
+                ready.append(i)
+            except DialogueLLMError as e:
+                results[i] = e
+        chosen = [requests[i] for i in ready]
+        predictions = self.predict_prompts(prompts, [r.label_set for r in chosen], [r.adapter for r in chosen])
+        for i, prediction in zip(ready, predictions):
+            results[i] = prediction
+        return results
 
     def predict_prompts(
         self,

@@ -30,4 +30,16 @@ def load_dataset(
     return spec.load(path, label_set)
 
 
-__all__ = ["DATASETS", "SPLITS", "load_dataset", "resolve_data_root"]
+FILE_FORMATS = {".csv": MELD, ".jsonl": JSONL}
+
+
+def load_file(path: str | Path, label_set: str | None = None) -> list[Conversation]:
+    """Conversations from one file: MELD's CSV layout (`.csv`) or the JSON Lines format (`.jsonl`)."""
+    path = Path(path)
+    spec = FILE_FORMATS.get(path.suffix.lower())
+    if spec is None:
+        raise DataError(f"{path}: unknown file type (known: {', '.join(FILE_FORMATS)})")
+    return spec.load(path, label_set)
+
+
+__all__ = ["DATASETS", "FILE_FORMATS", "SPLITS", "load_dataset", "load_file", "resolve_data_root"]

@@ -1,0 +1,36 @@
+"""Structured logs: one JSON object a line (or plain text), with the event's fields at top level."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                "event": record.getMessage()}
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        extra = " ".join(f"{k}={v}" for k, v in vars(record).items() if k not in _STANDARD)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        return f"{stamp} {record.levelname.lower():<7} {record.getMessage()} {extra}".rstrip()
+
+
+def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
+    """Log `dialoguellm.*` to stderr as `fmt` ("json" or "text")."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logger = logging.getLogger("dialoguellm")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False

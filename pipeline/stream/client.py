@@ -1,0 +1,50 @@
+"""A small client for the streams: push turns in, read labels out (takes any sync redis-py client).
+
+    import redis
+    from pipeline.stream.client import push_turn, read_labels
+
+    r = redis.Redis()
+    push_turn(r, "call-42", 0, "agent", "How can I help you today?")
+    for entry_id, label in read_labels(r, block_ms=5000):
+        print(label.turn_id, label.label, label.confidence)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM
+from pipeline.turns import Conversation, VideoSegment
+from pipeline.wire import LabelMessage, TurnMessage
+
+
+def push_turn(
+    redis: Any, conversation_id: str, turn_id: int, speaker: str, text: str, *,
+    video: VideoSegment | None = None, description: str | None = None, adapter: str | None = None,
+    label_set: str = "meld", stream: str = DEFAULT_IN_STREAM,
+) -> str:
+    """Add one turn to the input stream; returns its entry id (the `source_id` of its label)."""
+    message = TurnMessage(conversation_id, turn_id, speaker, text, video, description, adapter, label_set)
+    entry_id = redis.xadd(stream, message.encode())
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+def push_conversation(redis: Any, conversation: Conversation, stream: str = DEFAULT_IN_STREAM,
+                      adapter: str | None = None) -> list[str]:
+    """Push every turn of a conversation in order; returns their entry ids."""
+    pipe = redis.pipeline(transaction=False)
+    for turn in conversation.turns:
+        pipe.xadd(stream, TurnMessage.from_turn(turn, conversation.label_set, adapter).encode())
+    return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+
+
+def read_labels(
+    redis: Any, stream: str = DEFAULT_OUT_STREAM, after: str = "0", block_ms: int | None = None, count: int = 100,
+) -> list[tuple[str, LabelMessage]]:
+    """Labels written after entry id `after` ("0": from the start, "$": only new ones), oldest
+    first, waiting up to `block_ms` for the first; pass the last id back to read on."""
+    reply = redis.xread({stream: after}, count=count, block=block_ms)
+    return [
+        (entry_id.decode() if isinstance(entry_id, bytes) else entry_id, LabelMessage.decode(fields))
+        for _, entries in reply or () for entry_id, fields in entries
+    ]

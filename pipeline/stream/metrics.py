@@ -1,0 +1,36 @@
+"""The worker's Prometheus metrics, in a registry of its own (several workers may share a process)."""
+
+from __future__ import annotations
+
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class WorkerMetrics:
+    """Turns labelled, latency, batch sizes, pending entries, dead letters, engine queue depth."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        kw = dict(registry=self.registry)
+        self.labelled = Counter("dialoguellm_turns_labelled_total", "Turns labelled and written", **kw)
+        self.latency = Histogram("dialoguellm_latency_seconds", "From the input entry's id time to the output write",
+                                 buckets=LATENCY_BUCKETS_S, **kw)
+        self.batch_size = Histogram("dialoguellm_batch_size", "Entries per micro-batch", buckets=BATCH_BUCKETS, **kw)
+        self.pending = Gauge("dialoguellm_pending_entries", "Entries delivered to the group and not acknowledged",
+                             **kw)
+        self.dead_lettered = Counter("dialoguellm_dead_lettered_total", "Entries written to the dead-letter stream",
+                                     **kw)
+        self.retried = Counter("dialoguellm_retried_total", "Entries left pending after a failed attempt", **kw)
+        self.claimed = Counter("dialoguellm_claimed_total", "Entries taken over from idle consumers", **kw)
+        self.queue_depth = Gauge("dialoguellm_engine_queue_depth", "Batches handed to engines, not yet answered",
+                                 **kw)
+        self.redis_errors = Counter("dialoguellm_redis_errors_total", "Redis calls that failed and were retried",
+                                    **kw)
+
+    def serve(self, port: int) -> None:
+        """Expose /metrics on `port` (0 picks a free one)."""
+        from prometheus_client import start_http_server
+
+        start_http_server(port, registry=self.registry)

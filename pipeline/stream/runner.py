@@ -1,0 +1,91 @@
+"""Running a `StreamWorker`: in the foreground until SIGTERM/SIGINT (`dialoguellm serve`), or in a
+background thread of the calling process (the demo, the benchmark, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from typing import Any
+
+from pipeline.stream.config import StreamConfig
+from pipeline.stream.metrics import WorkerMetrics
+from pipeline.stream.worker import LabelPool, StreamWorker
+
+
+async def run_worker(config: StreamConfig, pool: LabelPool, stop: asyncio.Event,
+                     metrics: WorkerMetrics | None = None) -> None:
+    """Connect to Redis (AUTH and TLS from the URL), label until `stop`, then disconnect."""
+    import redis.asyncio
+
+    client = redis.asyncio.from_url(config.redis_url, socket_keepalive=True, health_check_interval=30,
+                                    client_name=worker_client_name(config))
+    try:
+        await StreamWorker(client, config, pool, metrics).run(stop)
+    finally:
+        await client.aclose()
+
+
+def worker_client_name(config: StreamConfig) -> str:
+    """The name the worker's Redis connections carry (CLIENT LIST shows it)."""
+    return f"dialoguellm-worker:{config.consumer}"
+
+
+def serve_until_signal(config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics) -> None:
+    """Label until SIGTERM or SIGINT; then stop reading, finish the batches in flight and return."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(config, pool, stop, metrics)
+
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port)
+    asyncio.run(main())
+
+
+class BackgroundWorker:
+    """A worker in a thread of this process: `start()`, then `stop()` finishes in-flight batches."""
+
+    def __init__(self, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None) -> None:
+        self.config, self.pool = config, pool
+        self.metrics = metrics or WorkerMetrics()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name=f"worker-{config.consumer}", daemon=True)
+
+    def start(self) -> BackgroundWorker:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def stop(self, timeout: float | None = 600) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> BackgroundWorker:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def _main(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self._ready.set()
+            await run_worker(self.config, self.pool, self._stop, self.metrics)
+
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # surfaced to the caller by stop()
+            self._error = e
+        finally:
+            self._ready.set()

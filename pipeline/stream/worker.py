@@ -1,0 +1,239 @@
+"""`StreamWorker`: the loop that reads turns from a Redis stream and writes their emotion labels.
+
+One reader gathers micro-batches (`batch_size` entries, or whatever came within `batch_wait_ms`
+of the first), only while the engine pool has a free slot (backpressure), and hands each to a
+task that builds context, labels on the pool and commits. Every `claim_interval_ms` it takes
+over entries idle past `claim_idle_ms` (a consumer that died). Redis errors are retried with
+backoff: an entry is acknowledged only together with its output, so none is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pipeline.errors import DialogueLLMError
+from pipeline.predictions import LabelRequest, Prediction
+from pipeline.stream.ack_policy import OUTPUT, AckPolicy, Action
+from pipeline.stream.config import StreamConfig
+from pipeline.stream.context_store import ContextStore
+from pipeline.stream.metrics import WorkerMetrics
+from pipeline.stream.stream_io import Entry, Outcome, StreamIO
+from pipeline.wire import (FLAG_NO_DESCRIPTION, FLAG_PARTIAL_CONTEXT, LabelMessage, MalformedMessage, TurnMessage,
+                           TurnSchema, entry_time_ms)
+
+log = logging.getLogger("dialoguellm.stream")
+
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+_IDLE_BLOCK_MS = 1000  # how long an idle reader blocks: bounds how fast it notices a stop
+
+
+class LabelPool(Protocol):
+    """What the worker needs of an engine pool (see `workers.engine_pool.EnginePool`)."""
+
+    model: str
+    capacity: int
+    queue_depth: int
+    accepted_adapters: list[str]
+
+    async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]: ...
+
+
+class StreamWorker:
+    """Consumes `config.in_stream` as `config.consumer` of `config.group` until `stop` is set."""
+
+    def __init__(self, redis: Any, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.io = StreamIO(redis, config)
+        self.context = ContextStore(redis, config.in_stream, config.context_turns, config.context_keep,
+                                    config.context_ttl_s)
+        self.policy = AckPolicy(config.max_deliveries)
+        self.schema = TurnSchema(config.max_text_chars, pool.accepted_adapters)
+        self.metrics = metrics or WorkerMetrics()
+        self._inflight: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Label until `stop` is set, then finish and commit the batches in flight."""
+        await self._redis(self.io.ensure_group, stop)
+        slots = asyncio.Semaphore(self.pool.capacity)
+        own_pending = True  # entries this consumer name was given before a restart come first
+        next_claim = 0.0
+        log.info("worker started", extra={"stream": self.config.in_stream, "group": self.config.group,
+                                          "consumer": self.config.consumer, "model": self.pool.model})
+        while not stop.is_set():
+            if not await _acquire(slots, stop):
+                break
+            entries: list[Entry] = []
+            try:
+                if own_pending:
+                    entries = await self._redis(lambda: self.io.read(self.config.batch_size, None, pending=True),
+                                                stop)
+                    own_pending = bool(entries)
+                elif time.monotonic() >= next_claim:
+                    next_claim = time.monotonic() + self.config.claim_interval_ms / 1000
+                    entries = await self._claim(stop)
+                if not entries and not own_pending:
+                    entries = await self._gather(stop)
+            finally:
+                if entries:
+                    self._start(entries, slots)
+                else:
+                    slots.release()
+        if self._tasks:
+            log.info("stopping: finishing batches in flight", extra={"batches": len(self._tasks)})
+            await asyncio.gather(*self._tasks)
+        log.info("worker stopped", extra={"consumer": self.config.consumer})
+
+    async def _gather(self, stop: asyncio.Event) -> list[Entry]:
+        """One micro-batch: block for a first entry, then top up until full or the wait is over."""
+        size = self.config.batch_size
+        entries = await self._redis(lambda: self.io.read(size, _IDLE_BLOCK_MS), stop) or []
+        deadline = time.monotonic() + self.config.batch_wait_ms / 1000
+        while entries and len(entries) < size and not stop.is_set():
+            wait_ms = int((deadline - time.monotonic()) * 1000)
+            if wait_ms <= 0:
+                break
+            more = await self._redis(lambda: self.io.read(size - len(entries), wait_ms), stop)
+            if not more:
+                break
+            entries += more
+        return entries
+
+    async def _claim(self, stop: asyncio.Event) -> list[Entry]:
+        entries = await self._redis(lambda: self.io.claim(self.config.batch_size), stop) or []
+        # Our own batches that run long show up idle too: they are in hand, not abandoned.
+        entries = [e for e in entries if e.id not in self._inflight]
+        pending = await self._redis(self.io.pending_count, stop)
+        if pending is not None:
+            self.metrics.pending.set(pending)
+        if entries:
+            self.metrics.claimed.inc(len(entries))
+            log.info("claimed idle entries", extra={"count": len(entries), "first": entries[0].id})
+        return entries
+
+    def _start(self, entries: list[Entry], slots: asyncio.Semaphore) -> None:
+        self._inflight.update(e.id for e in entries)
+        task = asyncio.create_task(self._process(entries))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            self._inflight.difference_update(e.id for e in entries)
+            slots.release()
+            if not t.cancelled() and t.exception() is not None:
+                log.error("batch task failed", exc_info=t.exception())
+
+        task.add_done_callback(done)
+
+    async def _process(self, entries: list[Entry]) -> None:
+        """Label one micro-batch and commit every entry's outcome."""
+        self.metrics.batch_size.observe(len(entries))
+        outcomes: list[Outcome] = []
+        todo: list[tuple[Entry, TurnMessage]] = []
+        over = [e for e in entries if e.deliveries > self.config.max_deliveries]
+        last_errors = await self._redis(lambda: self.io.last_errors([e.id for e in over])) if over else {}
+        for entry in entries:
+            decision = self.policy.claimed(entry.deliveries, last_errors.get(entry.id))
+            if decision is None:
+                try:
+                    todo.append((entry, self._parse(entry)))
+                    continue
+                except MalformedMessage as e:
+                    decision = self.policy.rejected(str(e))
+            outcomes.append(Outcome(entry, decision))
+        if todo:
+            outcomes += await self._label(todo)
+        await self._commit(outcomes)
+
+    def _parse(self, entry: Entry) -> TurnMessage:
+        if entry.fields is None:
+            raise MalformedMessage("the entry was deleted from the stream before it was labelled")
+        return self.schema.parse(entry.fields)
+
+    async def _label(self, todo: list[tuple[Entry, TurnMessage]]) -> list[Outcome]:
+        messages = [m for _, m in todo]
+        await self._redis(lambda: self.context.remember(messages))
+        contexts = await self._redis(lambda: self.context.contexts(messages))
+        requests = [LabelRequest(m.to_turn(), context, m.label_set, m.adapter)
+                    for m, (context, _) in zip(messages, contexts)]
+        self.metrics.queue_depth.set(self.pool.queue_depth + 1)
+        try:
+            answers = await self.pool.label(requests)
+        except Exception as e:  # an engine or actor failure: the whole batch is retried later
+            reason = f"engine failed: {type(e).__name__}: {e}"
+            log.warning("batch failed", extra={"entries": len(todo), "error": reason})
+            await self._redis(lambda: self.io.record_failures({entry.id: reason for entry, _ in todo}))
+            return [Outcome(entry, self.policy.failed(reason, entry.deliveries)) for entry, _ in todo]
+        finally:
+            self.metrics.queue_depth.set(self.pool.queue_depth)
+        outcomes = []
+        for (entry, message), (_, complete), answer in zip(todo, contexts, answers):
+            if isinstance(answer, DialogueLLMError):
+                outcomes.append(Outcome(entry, self.policy.rejected(str(answer))))
+                continue
+            flags = [] if complete else [FLAG_PARTIAL_CONTEXT]
+            if message.video is not None and message.description is None:
+                flags.append(FLAG_NO_DESCRIPTION)
+            label = LabelMessage(
+                message.conversation_id, message.turn_id, answer.label, answer.confidence, answer.probs,
+                answer.adapter, self.pool.model, entry.id, 0.0, message.description, flags,
+            )
+            outcomes.append(Outcome(entry, OUTPUT, label))
+        return outcomes
+
+    async def _commit(self, outcomes: list[Outcome]) -> None:
+        now_ms = time.time() * 1000
+        stamped = [
+            Outcome(o.entry, o.decision, _with_latency(o.label, now_ms)) if o.label else o for o in outcomes
+        ]
+        await self._redis(lambda: self.io.commit(stamped))
+        for o in stamped:
+            if o.decision.action is Action.OUTPUT:
+                self.metrics.labelled.inc()
+                self.metrics.latency.observe(o.label.latency_ms / 1000)
+            elif o.decision.action is Action.DEAD_LETTER:
+                self.metrics.dead_lettered.inc()
+                log.warning("dead-lettered", extra={"source_id": o.entry.id, "error": o.decision.reason,
+                                                    "deliveries": o.entry.deliveries})
+            else:
+                self.metrics.retried.inc()
+
+    async def _redis(self, call: Callable[[], Awaitable[Any]], stop: asyncio.Event | None = None) -> Any:
+        """`call()`, retried with backoff while Redis is unreachable; gives up (None) only once
+        `stop` is set, and only for calls given a `stop` (reads: what was not read stays in Redis)."""
+        delay = 0.05
+        while True:
+            try:
+                return await call()
+            except _REDIS_DOWN as e:
+                self.metrics.redis_errors.inc()
+                log.warning("redis unavailable, retrying", extra={"error": f"{type(e).__name__}: {e}",
+                                                                  "retry_in_s": delay})
+                if stop is not None and stop.is_set():
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+
+def _with_latency(label: LabelMessage, now_ms: float) -> LabelMessage:
+    return replace(label, latency_ms=round(now_ms - entry_time_ms(label.source_id), 1))
+
+
+async def _acquire(slots: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+    """Wait for a free engine slot; False when `stop` is set first."""
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(slots.acquire(), timeout=0.2)
+            return True
+        except asyncio.TimeoutError:
+            continue
+    return False

@@ -1,0 +1,206 @@
+"""The msgpack wire format of the Redis streams: turns in, labels out, rejected entries aside.
+
+Every turn and label entry has one field, `payload`, holding a msgpack map. Parsing never
+raises anything but `MalformedMessage`, whose text is the reason written to the dead-letter
+stream. Pure: no Redis here, the stream flows pass bytes in and out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgpack
+
+from pipeline.errors import DialogueLLMError
+from pipeline.labels import LABEL_SETS
+from pipeline.turns import Turn, VideoSegment
+
+PAYLOAD = "payload"
+FLAG_NO_DESCRIPTION = "no_description"
+FLAG_PARTIAL_CONTEXT = "partial_context"
+
+
+class MalformedMessage(DialogueLLMError):
+    """An input entry that can never be labelled; its text says why."""
+
+
+@dataclass(frozen=True)
+class TurnMessage:
+    """One conversation turn as pushed by a client."""
+
+    conversation_id: str
+    turn_id: int
+    speaker: str
+    text: str
+    video: VideoSegment | None = None
+    description: str | None = None
+    adapter: str | None = None
+    label_set: str = "meld"
+
+    @classmethod
+    def from_turn(cls, turn: Turn, label_set: str = "meld", adapter: str | None = None) -> TurnMessage:
+        return cls(turn.conversation_id, turn.turn_id, turn.speaker, turn.text, turn.video, turn.description,
+                   adapter, label_set)
+
+    def to_turn(self) -> Turn:
+        return Turn(self.conversation_id, self.turn_id, self.speaker, self.text, self.video, self.description)
+
+    def encode(self) -> dict[str, bytes]:
+        """The entry's fields, ready for XADD."""
+        body: dict[str, Any] = {
+            "conversation_id": self.conversation_id, "turn_id": self.turn_id,
+            "speaker": self.speaker, "text": self.text,
+        }
+        if self.video is not None:
+            body["video"] = asdict(self.video)
+        for name in ("description", "adapter"):
+            if getattr(self, name) is not None:
+                body[name] = getattr(self, name)
+        if self.label_set != "meld":
+            body["label_set"] = self.label_set
+        return {PAYLOAD: msgpack.packb(body, use_bin_type=True)}
+
+
+@dataclass(frozen=True)
+class TurnSchema:
+    """What a worker accepts: text length, and the adapter names it was started with."""
+
+    max_text_chars: int = 2000
+    adapters: Collection[str] | None = None  # None: any name (checked later by the engine)
+
+    def parse(self, fields: Mapping[Any, Any]) -> TurnMessage:
+        """The turn in an entry's fields, or `MalformedMessage` naming what is wrong."""
+        payload = _field(fields, PAYLOAD)
+        if payload is None:
+            raise MalformedMessage(f"no {PAYLOAD!r} field")
+        try:
+            body = msgpack.unpackb(payload, raw=False)
+        except Exception as e:  # msgpack raises several unrelated types for bad bytes
+            raise MalformedMessage(f"payload is not msgpack ({type(e).__name__})") from None
+        if not isinstance(body, dict):
+            raise MalformedMessage(f"payload is a msgpack {type(body).__name__}, expected a map")
+        conversation_id = _required(body, "conversation_id", str)
+        turn_id = _required(body, "turn_id", int)
+        if turn_id < 0:
+            raise MalformedMessage(f"turn_id must be ≥ 0, got {turn_id}")
+        speaker = _required(body, "speaker", str)
+        text = _required(body, "text", str)
+        if not conversation_id:
+            raise MalformedMessage("conversation_id is empty")
+        if not text.strip():
+            raise MalformedMessage("text is empty")
+        if len(text) > self.max_text_chars:
+            raise MalformedMessage(f"text has {len(text)} characters, more than the limit of {self.max_text_chars}")
+        description = _optional(body, "description", str)
+        adapter = _optional(body, "adapter", str)
+        if adapter is not None and self.adapters is not None and adapter not in self.adapters:
+            raise MalformedMessage(f"unknown adapter {adapter!r} (served: {', '.join(sorted(self.adapters))})")
+        label_set = _optional(body, "label_set", str) or "meld"
+        if label_set not in LABEL_SETS:
+            raise MalformedMessage(f"unknown label_set {label_set!r} (known: {', '.join(LABEL_SETS)})")
+        return TurnMessage(conversation_id, turn_id, speaker, text, _video(body.get("video")), description,
+                           adapter, label_set)
+
+
+@dataclass(frozen=True)
+class LabelMessage:
+    """The worker's answer for one input entry."""
+
+    conversation_id: str
+    turn_id: int
+    label: str
+    confidence: float
+    probs: dict[str, float]
+    adapter: str | None
+    model: str
+    source_id: str
+    latency_ms: float
+    description: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+    def encode(self) -> dict[str, bytes]:
+        return {PAYLOAD: msgpack.packb(asdict(self), use_bin_type=True)}
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> LabelMessage:
+        return cls(**msgpack.unpackb(_field(fields, PAYLOAD), raw=False))
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An entry set aside: its original bytes untouched, where it came from and why."""
+
+    payload: bytes
+    source_id: str
+    error: str
+    deliveries: int
+
+    def encode(self) -> dict[str, Any]:
+        return {PAYLOAD: self.payload, "source_id": self.source_id, "error": self.error,
+                "deliveries": self.deliveries}
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> DeadLetter:
+        text = lambda name: _as_str(_field(fields, name))  # noqa: E731
+        return cls(_field(fields, PAYLOAD) or b"", text("source_id"), text("error"), int(text("deliveries")))
+
+
+def original_payload(fields: Mapping[Any, Any]) -> bytes:
+    """The bytes to keep when an entry is dead-lettered (the whole entry when it has no payload)."""
+    payload = _field(fields, PAYLOAD)
+    if payload is not None:
+        return payload if isinstance(payload, bytes) else str(payload).encode()
+    return msgpack.packb({_as_str(k): v for k, v in fields.items()}, use_bin_type=True)
+
+
+def entry_time_ms(entry_id: str) -> int:
+    """The Redis server time at which an entry was added (the first part of its id)."""
+    return int(entry_id.split("-", 1)[0])
+
+
+def _field(fields: Mapping[Any, Any], name: str) -> Any:
+    return fields.get(name.encode(), fields.get(name))
+
+
+def _as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _required(body: dict, name: str, kind: type) -> Any:
+    if name not in body:
+        raise MalformedMessage(f"missing field {name!r}")
+    return _typed(body, name, kind)
+
+
+def _optional(body: dict, name: str, kind: type) -> Any:
+    return None if body.get(name) is None else _typed(body, name, kind)
+
+
+def _typed(body: dict, name: str, kind: type) -> Any:
+    value = body[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise MalformedMessage(f"field {name!r} must be {_KINDS[kind]}, got {type(value).__name__}")
+    return value
+
+
+_KINDS = {str: "a string", int: "an integer"}
+
+
+def _video(value: Any) -> VideoSegment | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MalformedMessage(f"field 'video' must be a map, got {type(value).__name__}")
+    uri = _required(value, "uri", str)
+    bounds = []
+    for name in ("start", "end"):
+        bound = value.get(name)
+        if not isinstance(bound, (int, float)) or isinstance(bound, bool) or not math.isfinite(bound) or bound < 0:
+            raise MalformedMessage(f"video {name!r} must be a number of seconds ≥ 0, got {bound!r}")
+        bounds.append(float(bound))
+    if bounds[1] < bounds[0]:
+        raise MalformedMessage(f"video ends ({bounds[1]}) before it starts ({bounds[0]})")
+    return VideoSegment(uri, bounds[0], bounds[1])

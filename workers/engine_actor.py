@@ -1,0 +1,44 @@
+"""`EngineActor`: one `EmotionEngine` in a Ray actor, the unit of the GPU (or CPU) engine pool.
+
+Async, so it answers `info` and `queued` while a batch computes: the engine runs in one thread
+of its own, one batch at a time, and batches queue in front of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from pipeline.errors import DialogueLLMError
+from pipeline.predictions import LabelRequest, Prediction
+from workers.engine_config import EngineConfig
+
+
+class EngineActor:
+    """Holds the engine; made a Ray actor by `EnginePool` (no Ray import needed here)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        from workers.engine import EmotionEngine
+
+        self.engine = EmotionEngine(config)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._queued = 0
+
+    async def info(self) -> dict:
+        """What this engine serves: the model, its adapters and the default one."""
+        return {"model": self.engine.model, "adapters": list(self.engine.adapters),
+                "default_adapter": self.engine.adapter_name(None)}
+
+    async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
+        """Label a batch; see `EmotionEngine.predict_each`."""
+        self._queued += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, self.engine.predict_each, list(requests))
+        finally:
+            self._queued -= 1
+
+    async def queued(self) -> int:
+        """Batches waiting for or in the engine."""
+        return self._queued

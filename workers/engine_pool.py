@@ -1,0 +1,99 @@
+"""`EnginePool`: N engine actors in Ray, each batch to the least busy, at most a few in flight each.
+
+One GPU per engine where the cluster has GPUs, CPUs otherwise; the same code either way. Joins
+the Ray cluster at `ray_address` (or `$RAY_ADDRESS`), else starts a local one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pipeline.errors import ConfigError, DialogueLLMError
+from pipeline.predictions import LabelRequest, Prediction
+from workers.engine_config import EngineConfig
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How many engines, what each holds in Ray, and how many batches each may have in flight.
+
+    `gpus_per_engine` None: 1 when the cluster has GPUs, else 0 (CPU engines).
+    """
+
+    engines: int = 1
+    max_inflight_per_engine: int = 2
+    gpus_per_engine: float | None = None
+    cpus_per_engine: float = 1.0
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.engines <= 0:
+            raise ConfigError(f"engines: must be > 0, got {self.engines}")
+        if self.max_inflight_per_engine <= 0:
+            raise ConfigError(f"max_inflight_per_engine: must be > 0, got {self.max_inflight_per_engine}")
+        if self.gpus_per_engine is not None and self.gpus_per_engine < 0:
+            raise ConfigError(f"gpus_per_engine: must be ≥ 0, got {self.gpus_per_engine}")
+        if self.cpus_per_engine < 0:
+            raise ConfigError(f"cpus_per_engine: must be ≥ 0, got {self.cpus_per_engine}")
+
+
+class EnginePool:
+    """Starts the actors and waits until every engine is up (a start failure raises here)."""
+
+    def __init__(self, engine_config: EngineConfig, config: PoolConfig = PoolConfig()) -> None:
+        import ray
+
+        from workers.engine_actor import EngineActor
+
+        if not ray.is_initialized():
+            ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=True)
+        gpus = config.gpus_per_engine
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        actor = ray.remote(num_cpus=config.cpus_per_engine, num_gpus=gpus,
+                           max_concurrency=config.max_inflight_per_engine + 4)(EngineActor)
+        self.config = config
+        self.actors = [actor.remote(engine_config) for _ in range(config.engines)]
+        self._inflight = [0] * config.engines
+        try:
+            infos = ray.get([a.info.remote() for a in self.actors])
+        except ray.exceptions.RayActorError as e:
+            self.shutdown()
+            raise DialogueLLMError(f"engine failed to start: {e}") from None
+        self.model: str = infos[0]["model"]
+        self.adapters: list[str] = infos[0]["adapters"]
+        self.default_adapter: str | None = infos[0]["default_adapter"]
+
+    @property
+    def accepted_adapters(self) -> list[str]:
+        """Adapter names a request may ask for: those served, and "base" for the bare model."""
+        from workers.adapters import BASE_MODEL
+
+        return [*self.adapters, BASE_MODEL]
+
+    @property
+    def capacity(self) -> int:
+        """Batches the pool takes at once; a reader waits for a free slot before reading more."""
+        return self.config.engines * self.config.max_inflight_per_engine
+
+    @property
+    def queue_depth(self) -> int:
+        """Batches handed to engines and not yet answered."""
+        return sum(self._inflight)
+
+    async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
+        """Label one batch on the least busy engine."""
+        i = min(range(len(self.actors)), key=self._inflight.__getitem__)
+        self._inflight[i] += 1
+        try:
+            return await self.actors[i].label.remote(list(requests))
+        finally:
+            self._inflight[i] -= 1
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+
