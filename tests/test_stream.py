@@ -1,0 +1,378 @@
+"""The streaming worker against the real Redis at 127.0.0.1:6379, real Ray and a real vLLM engine.
+
+Every test uses streams of its own (`test:<random>:*`) and deletes its keys afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections import Counter
+
+import msgpack
+import pytest
+
+from pipeline.stream.client import push_turn, read_labels
+from pipeline.stream.config import StreamConfig
+from pipeline.turns import VideoSegment
+from pipeline.wire import PAYLOAD, DeadLetter, LabelMessage, TurnMessage
+
+redis = pytest.importorskip("redis")
+
+REDIS_URL = os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def r():
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def prefix(r):
+    name = f"test:{uuid.uuid4().hex[:10]}"
+    yield name
+    keys = list(r.scan_iter(f"{name}:*", count=1000))
+    for i in range(0, len(keys), 1000):
+        r.delete(*keys[i:i + 1000])
+
+
+@pytest.fixture(scope="session")
+def pool(tiny_model, tiny_adapter):
+    """A real Ray engine pool: one actor holding a vLLM engine over the tiny model."""
+    import ray
+
+    from workers.engine_config import EngineConfig
+    from workers.engine_pool import EnginePool, PoolConfig
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    pool = EnginePool(EngineConfig(model=str(tiny_model), adapters={"tiny": str(tiny_adapter)}, max_model_len=256,
+                                   max_lora_rank=8, kv_cache_gib=1), PoolConfig(engines=1))
+    yield pool
+    pool.shutdown()
+
+
+class RecordingPool:
+    """The real pool, recording the requests it is asked to label (a spy, not a fake)."""
+
+    def __init__(self, pool) -> None:
+        self.pool = pool
+        self.requests = []
+
+    def __getattr__(self, name):
+        return getattr(self.pool, name)
+
+    async def label(self, requests):
+        self.requests += requests
+        return await self.pool.label(requests)
+
+
+def config(prefix: str, **changes) -> StreamConfig:
+    fields = dict(redis_url=REDIS_URL, in_stream=f"{prefix}:turns", out_stream=f"{prefix}:labels", consumer="a",
+                  batch_wait_ms=20, claim_interval_ms=500)
+    return StreamConfig(**{**fields, **changes})
+
+
+def worker(cfg: StreamConfig, pool):
+    from pipeline.stream.runner import BackgroundWorker
+
+    return BackgroundWorker(cfg, pool)
+
+
+def wait_for(r, cfg: StreamConfig, n: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while r.xlen(cfg.out_stream) + r.xlen(cfg.dead_letter_stream) < n:
+        assert time.monotonic() < deadline, f"only {r.xlen(cfg.out_stream)} labels and " \
+                                            f"{r.xlen(cfg.dead_letter_stream)} dead letters of {n} in {timeout} s"
+        time.sleep(0.1)
+
+
+def outputs(r, cfg: StreamConfig) -> tuple[list[LabelMessage], list[DeadLetter]]:
+    labels = [LabelMessage.decode(f) for _, f in r.xrange(cfg.out_stream)]
+    dead = [DeadLetter.decode(f) for _, f in r.xrange(cfg.dead_letter_stream)]
+    return labels, dead
+
+
+def assert_exactly_once(r, cfg: StreamConfig, ids: list[str]) -> tuple[list[LabelMessage], list[DeadLetter]]:
+    labels, dead = outputs(r, cfg)
+    seen = Counter([x.source_id for x in labels] + [x.source_id for x in dead])
+    assert not set(ids) - set(seen), f"lost: {len(set(ids) - set(seen))}"
+    assert [i for i, n in seen.items() if n > 1] == [], "doubled"
+    assert set(seen) == set(ids)
+    return labels, dead
+
+
+def push_many(r, stream: str, messages: list) -> list[str]:
+    """XADD in pipelined chunks; each message is a TurnMessage or raw entry fields."""
+    ids = []
+    for start in range(0, len(messages), 500):
+        pipe = r.pipeline(transaction=False)
+        for m in messages[start:start + 500]:
+            pipe.xadd(stream, m.encode() if isinstance(m, TurnMessage) else m)
+        ids += [i.decode() for i in pipe.execute()]
+    return ids
+
+
+def meld_messages(data_root, n: int, turns_per_conversation: int = 10) -> list[TurnMessage]:
+    from pipeline.datasets import load_dataset
+
+    texts = [t for c in load_dataset("meld", "test", data_root) for t in c.turns]
+    return [TurnMessage(f"c{i // turns_per_conversation}", i % turns_per_conversation, texts[i % len(texts)].speaker,
+                        texts[i % len(texts)].text) for i in range(n)]
+
+
+CONVERSATION = [("Ann", "I got the job!"), ("Bob", "No way, that's amazing."), ("Ann", "I start on Monday."),
+                ("Bob", "We have to celebrate tonight."), ("Ann", "But I'm so nervous."), ("Bob", "You'll be great.")]
+
+
+def test_a_conversation_gets_one_label_per_turn_with_its_context(r, prefix, pool, engine):
+    cfg = config(prefix)
+    spy = RecordingPool(pool)
+    with worker(cfg, spy) as w:
+        ids = [push_turn(r, "call-1", k, who, text, stream=cfg.in_stream) for k, (who, text) in enumerate(CONVERSATION)]
+        wait_for(r, cfg, len(ids))
+        got = read_labels(r, cfg.out_stream, block_ms=1000)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and [entry_id for entry_id, _ in got] == [i.decode() for i, _ in r.xrange(cfg.out_stream)]
+    by_turn = {x.turn_id: x for x in labels}
+    assert sorted(by_turn) == list(range(len(CONVERSATION)))
+    for k, label in by_turn.items():
+        assert label.source_id == ids[k] and label.conversation_id == "call-1"
+        assert label.model == pool.model and label.adapter is None and label.flags == []
+        assert set(label.probs) == {"neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"}
+        assert abs(sum(label.probs.values()) - 1) < 1e-3 and label.probs[label.label] == label.confidence
+        assert label.latency_ms > 0
+    # The prompt of turn k holds turns k-2 and k-1, read from Redis.
+    requests = {q.turn.turn_id: q for q in spy.requests}
+    for k in range(len(CONVERSATION)):
+        assert [t.text for t in requests[k].context] == [text for _, text in CONVERSATION[max(0, k - 2):k]]
+        prompt = engine.prompter.build(requests[k])
+        assert all(f"{who}: {text}" in prompt for who, text in CONVERSATION[max(0, k - 2):k])
+    assert w.metrics.registry.get_sample_value("dialoguellm_turns_labelled_total") == len(CONVERSATION)
+    assert w.metrics.registry.get_sample_value("dialoguellm_batch_size_count") >= 1
+
+
+def test_context_written_by_one_worker_is_read_by_another(r, prefix, pool, engine):
+    first, second = config(prefix, consumer="a"), config(prefix, consumer="b")
+    with worker(first, pool):
+        for k in (0, 1, 2):
+            push_turn(r, "call-2", k, *CONVERSATION[k], stream=first.in_stream)
+        wait_for(r, first, 3)
+    spy = RecordingPool(pool)
+    with worker(second, spy):
+        push_turn(r, "call-2", 3, *CONVERSATION[3], stream=second.in_stream)
+        wait_for(r, second, 4)
+    [request] = spy.requests
+    assert [(t.speaker, t.text) for t in request.context] == CONVERSATION[1:3]
+    assert f"{CONVERSATION[1][0]}: {CONVERSATION[1][1]}" in engine.prompter.build(request)
+
+
+def test_a_turn_ahead_of_its_context_or_without_description_is_labelled_and_flagged(r, prefix, pool):
+    cfg = config(prefix)
+    with worker(cfg, pool):
+        push_turn(r, "call-3", 0, *CONVERSATION[0], stream=cfg.in_stream)
+        push_turn(r, "call-3", 3, *CONVERSATION[3], stream=cfg.in_stream)
+        wait_for(r, cfg, 2)
+        push_turn(r, "call-3", 1, *CONVERSATION[1], stream=cfg.in_stream)
+        push_turn(r, "call-3", 2, *CONVERSATION[2], stream=cfg.in_stream)
+        push_turn(r, "call-3", 4, "Ann", "Look at this.", stream=cfg.in_stream, video=VideoSegment("gone.mp4", 0, 1))
+        wait_for(r, cfg, 5)
+    flags = {x.turn_id: x.flags for x in outputs(r, cfg)[0]}
+    # A video no describer turned into words: labelled all the same, flagged.
+    assert flags == {0: [], 3: ["partial_context"], 1: [], 2: [], 4: ["no_description"]}
+
+
+MALFORMED = [
+    ({b"payload": b"\xc1 not msgpack"}, "payload is not msgpack"),
+    ({b"text": b"no payload field"}, "no 'payload' field"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": 0, "speaker": "A"})}, "missing field 'text'"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": "0", "speaker": "A", "text": "hi"})},
+     "field 'turn_id' must be an integer"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": 0, "speaker": "A", "text": " "})}, "text is empty"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": 0, "speaker": "A", "text": "y" * 3000})},
+     "text has 3000 characters"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": 0, "speaker": "A", "text": "hi",
+                              "adapter": "/tmp/evil-adapter"})}, "unknown adapter '/tmp/evil-adapter'"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": 0, "speaker": "A", "text": "hi",
+                              "label_set": "nope"})}, "unknown label_set 'nope'"),
+    ({PAYLOAD: msgpack.packb([1, 2, 3])}, "payload is a msgpack list"),
+    ({PAYLOAD: msgpack.packb({"conversation_id": "x", "turn_id": 0, "speaker": "A", "text": "word " * 390})},
+     "alone takes"),
+]
+
+
+def test_malformed_entries_are_dead_lettered_and_the_rest_labelled(r, prefix, pool, data_root):
+    cfg = config(prefix, batch_size=64)
+    good = meld_messages(data_root, 1000)
+    bad = [MALFORMED[i % len(MALFORMED)] for i in range(100)]
+    mixed = [(m, None) for m in good] + bad
+    random.Random(0).shuffle(mixed)
+    ids = push_many(r, cfg.in_stream, [m for m, _ in mixed])
+    with worker(cfg, pool) as w:
+        wait_for(r, cfg, len(ids))
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert len(labels) == 1000 and len(dead) == 100
+    expected = {i: (m, reason) for i, (m, reason) in zip(ids, mixed) if reason}
+    for letter in dead:
+        entry, reason = expected[letter.source_id]
+        assert reason in letter.error, (reason, letter.error)
+        assert letter.deliveries == 1
+        assert letter.payload == entry.get(PAYLOAD, letter.payload)
+    assert w.metrics.registry.get_sample_value("dialoguellm_dead_lettered_total") == 100
+
+
+def test_dropped_redis_connections_lose_and_double_nothing(r, prefix, pool, data_root):
+    from pipeline.stream.runner import worker_client_name
+
+    cfg = config(prefix, batch_size=32, claim_idle_ms=2000)
+    ids = push_many(r, cfg.in_stream, meld_messages(data_root, 1500))
+    kills = 0
+    with worker(cfg, pool) as w:
+        deadline = time.monotonic() + 300
+        while r.xlen(cfg.out_stream) + r.xlen(cfg.dead_letter_stream) < len(ids):
+            assert time.monotonic() < deadline
+            for c in r.client_list():
+                if c.get("name") == worker_client_name(cfg) and kills < 20:
+                    r.client_kill_filter(_id=c["id"])
+                    kills += 1
+            time.sleep(0.2)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert kills >= 3 and dead == []
+    assert w.metrics.registry.get_sample_value("dialoguellm_redis_errors_total") > 0
+
+
+def test_a_flood_of_10000_entries_is_labelled_once_each(r, prefix, pool, data_root):
+    cfg = config(prefix, batch_size=256, batch_wait_ms=50)
+    ids = push_many(r, cfg.in_stream, meld_messages(data_root, 10_000))
+    start = time.monotonic()
+    with worker(cfg, pool):
+        wait_for(r, cfg, len(ids), timeout=900)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert len(labels) == 10_000 and dead == []
+    print(f"10,000 entries in {time.monotonic() - start:.0f} s")
+
+
+def test_engine_failures_are_retried_then_dead_lettered(r, prefix, tiny_model, pool):
+    """The fault is real: the engine actor is killed, so every batch it is sent fails."""
+    import ray
+
+    from workers.engine_config import EngineConfig
+    from workers.engine_pool import EnginePool
+
+    broken = EnginePool(EngineConfig(model=str(tiny_model), max_model_len=256, kv_cache_gib=0.25))
+    ray.kill(broken.actors[0])
+    cfg = config(prefix, max_deliveries=3, claim_idle_ms=300, claim_interval_ms=200)
+    ids = [push_turn(r, "call-4", k, *CONVERSATION[k], stream=cfg.in_stream) for k in range(3)]
+    with worker(cfg, broken) as w:
+        wait_for(r, cfg, len(ids), timeout=120)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert labels == []
+    for letter in dead:
+        assert letter.deliveries == 3
+        assert letter.error.startswith("failed 3 deliveries; last error: engine failed: ")
+    assert w.metrics.registry.get_sample_value("dialoguellm_retried_total") == 6
+    assert r.xpending(cfg.in_stream, cfg.group)["pending"] == 0
+
+
+def _serve(cfg: StreamConfig, tiny_model, metrics_port: int | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-m", "pipeline.cli", "serve", "--redis", cfg.redis_url, "--in-stream", cfg.in_stream,
+            "--out-stream", cfg.out_stream, "--consumer", cfg.consumer, "--batch-size", str(cfg.batch_size),
+            "--model", str(tiny_model), "--max-model-len", "256", "--kv-cache-gib", "0.5"]
+    if metrics_port:
+        args += ["--metrics-port", str(metrics_port)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pending_of(r, cfg: StreamConfig, consumer: str) -> int:
+    return sum(c["pending"] for c in r.xinfo_consumers(cfg.in_stream, cfg.group) if c["name"].decode() == consumer)
+
+
+def _wait_for_progress(r, cfg: StreamConfig, proc: subprocess.Popen, more: int, timeout: float = 240) -> None:
+    target = r.xlen(cfg.out_stream) + more
+    deadline = time.monotonic() + timeout
+    while r.xlen(cfg.out_stream) < target:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "worker made no progress"
+        time.sleep(0.05)
+
+
+def test_sigterm_finishes_in_flight_and_sigkill_is_recovered_by_another_worker(r, prefix, pool, tiny_model,
+                                                                              data_root):
+    cfg = config(prefix, batch_size=64)
+    ids = push_many(r, cfg.in_stream, meld_messages(data_root, 4000))
+
+    # SIGTERM: stop reading, finish and acknowledge what is in flight, exit 0.
+    port = _free_port()
+    first = _serve(config(prefix, consumer="w1", batch_size=64), tiny_model, metrics_port=port)
+    _wait_for_progress(r, cfg, first, 200)
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert "dialoguellm_turns_labelled_total" in metrics and "dialoguellm_engine_queue_depth" in metrics
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=120) == 0, first.stderr.read()[-3000:]
+    assert _pending_of(r, cfg, "w1") == 0
+
+    # SIGKILL in the middle of a batch: its entries stay pending under its name...
+    second = _serve(config(prefix, consumer="w2", batch_size=64), tiny_model)
+    _wait_for_progress(r, cfg, second, 200)
+    os.killpg(second.pid, signal.SIGKILL)
+    second.wait(timeout=30)
+    assert _pending_of(r, cfg, "w2") > 0
+
+    # ... until another worker claims them once they have been idle long enough.
+    third = config(prefix, consumer="w3", batch_size=128, claim_idle_ms=1000)
+    with worker(third, pool) as w:
+        wait_for(r, cfg, len(ids), timeout=600)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and w.metrics.registry.get_sample_value("dialoguellm_claimed_total") > 0
+    assert r.xpending(cfg.in_stream, cfg.group)["pending"] == 0
+
+
+def test_push_and_tail_on_the_command_line(r, prefix, pool, run_cli):
+    cfg = config(prefix)
+    with worker(cfg, pool):
+        pushed = run_cli("push", "tests/data/conversations.jsonl", "--redis", REDIS_URL, "--stream", cfg.in_stream)
+        assert pushed.returncode == 0, pushed.stderr
+        n = int(pushed.stdout.split()[1])
+        tailed = run_cli("tail", "--redis", REDIS_URL, "--stream", cfg.out_stream, "--from-start",
+                         "--count", str(n), "--json", timeout=120)
+    assert tailed.returncode == 0, tailed.stderr
+    import json
+
+    from pipeline.datasets import load_file
+
+    rows = [json.loads(line) for line in tailed.stdout.splitlines()]
+    expected = {(c.conversation_id, t.turn_id) for c in load_file("tests/data/conversations.jsonl") for t in c.turns}
+    assert len(rows) == n == len(expected)
+    assert {(x["conversation_id"], x["turn_id"]) for x in rows} == expected
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "batch_size: must be > 0"),
+    (["--redis", "redis://127.0.0.1:1/0"], "redis: no server answers at redis://127.0.0.1:1/0"),
+    (["--redis", "http://127.0.0.1"], "redis: 'http://127.0.0.1' is not a redis://"),
+    (["--adapter", "x=/nonexistent"], "adapter"),
+])
+def test_serve_refuses_a_bad_configuration_at_start(run_cli, flags, message):
+    result = run_cli("serve", *flags, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr.strip().splitlines()[-1]
