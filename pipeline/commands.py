@@ -101,6 +101,38 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--workdir", help="where the random model is written (default: the temp folder)")
     t.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     t.set_defaults(run=run_bench_train)
+    _bench_stream(which)
+
+
+def _bench_stream(which: argparse._SubParsersAction) -> None:
+    from pipeline.stream.commands import worker_arguments
+
+    s = which.add_parser("stream", help="end-to-end turns/s and latency through Redis and the worker, "
+                                        "against the engine offline on the same prompts")
+    s.add_argument("--limit", type=int, help="MELD test turns (default: all 2,610)")
+    s.add_argument("--rate", type=float, help="push at this many turns/s (default: all at once)")
+    s.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
+    s.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    worker_arguments(s)
+    s.set_defaults(run=run_bench_stream, batch_size=128)
+
+
+def run_bench_stream(args: argparse.Namespace) -> int:
+    from pipeline.benchmarks.stream_bench import new_stream_names, run_stream_benchmark, stream_requests
+    from pipeline.stream.commands import start_pool, stream_config
+    from pipeline.stream.embedded_redis import redis_or_embedded
+
+    requests = stream_requests(args.data, args.context, args.limit)
+    url, _server = redis_or_embedded(args.redis)
+    config = stream_config(args, redis_url=url, **new_stream_names())
+    pool = start_pool(args)
+    try:
+        result = run_stream_benchmark(pool, config, requests, args.rate)
+    finally:
+        pool.shutdown()
+    if args.json:
+        print(json.dumps(result))
+    return 0
 
 
 def run_bench_engine(args: argparse.Namespace) -> int:

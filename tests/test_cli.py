@@ -72,14 +72,19 @@ def test_eval_writes_report_and_plot(run_cli, tmp_path, tiny_model, tiny_adapter
 
 
 @pytest.mark.engine
-def test_demo_streams_a_conversation_through_the_worker(run_cli, tiny_model, data_root):
+@pytest.mark.parametrize("redis_url, redis_line", [
+    ("redis://127.0.0.1:6379/0", "redis: redis://127.0.0.1:6379/0;"),
+    ("redis://127.0.0.1:1/0", "redis: embedded server at unix://"),  # a fresh machine: nothing answers
+])
+def test_demo_streams_a_conversation_through_the_worker(run_cli, tiny_model, data_root, redis_url, redis_line):
     from pipeline.datasets import load_dataset
 
     conv = {c.conversation_id: c for c in load_dataset("meld", "test", data_root)}["1"]
     result = run_cli("demo", "--conversation", "1", "--model", str(tiny_model), "--max-model-len", "256",
-                     "--kv-cache-gib", "1")
+                     "--kv-cache-gib", "1", "--redis", redis_url)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
+    assert lines[0].startswith(redis_line)
     assert any(line.startswith("pushed MELD test conversation 1") for line in lines)
     labels = {int(line.split()[0].split("/")[1]): line for line in lines if line.startswith("1/")}
     assert sorted(labels) == [t.turn_id for t in conv.turns]

@@ -89,9 +89,11 @@ def worker(cfg: StreamConfig, pool):
     return BackgroundWorker(cfg, pool)
 
 
-def wait_for(r, cfg: StreamConfig, n: int, timeout: float = 300) -> None:
+def wait_for(r, cfg: StreamConfig, n: int, timeout: float = 300, running=None) -> None:
     deadline = time.monotonic() + timeout
     while r.xlen(cfg.out_stream) + r.xlen(cfg.dead_letter_stream) < n:
+        if running is not None:
+            running.check()
         assert time.monotonic() < deadline, f"only {r.xlen(cfg.out_stream)} labels and " \
                                             f"{r.xlen(cfg.dead_letter_stream)} dead letters of {n} in {timeout} s"
         time.sleep(0.1)

@@ -56,6 +56,13 @@ class EmotionEngine:
         prompts = self.prompter.build_all(requests)
         return self.predict_prompts(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
 
+    def warm_up(self) -> None:
+        """Label one throwaway turn, so the first real batch does not pay for lazy initialisation."""
+        from pipeline.turns import Turn
+
+        self.predict([LabelRequest(Turn("warm-up", 0, "A", "Hello."))])
+        self.stats.reset()
+
     def predict_each(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
         """Like `predict`, but a request that can never be labelled (its prompt over the context
         window, an unknown adapter) gets its error in its place while the others are labelled."""

@@ -22,6 +22,7 @@ class EngineActor:
         from workers.engine import EmotionEngine
 
         self.engine = EmotionEngine(config)
+        self.engine.warm_up()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._queued = 0
 
@@ -38,6 +39,10 @@ class EngineActor:
             return await loop.run_in_executor(self._thread, self.engine.predict_each, list(requests))
         finally:
             self._queued -= 1
+
+    async def reset_prefix_cache(self) -> None:
+        """Forget cached prompt prefixes (benchmarks measure each run from a cold cache)."""
+        self.engine.llm.reset_prefix_cache()
 
     async def queued(self) -> int:
         """Batches waiting for or in the engine."""

@@ -20,7 +20,7 @@ def _redis_argument(p: argparse.ArgumentParser) -> None:
                    help="redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path (default: %(default)s)")
 
 
-def _worker_arguments(p: argparse.ArgumentParser) -> None:
+def worker_arguments(p: argparse.ArgumentParser) -> None:
     _redis_argument(p)
     g = p.add_argument_group("streams")
     g.add_argument("--in-stream", default=DEFAULT_IN_STREAM, help="turns in (default: %(default)s)")
@@ -79,7 +79,7 @@ def start_pool(args: argparse.Namespace):
 
 def _serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="label turns from a Redis stream until SIGTERM")
-    _worker_arguments(p)
+    worker_arguments(p)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--log-format", choices=("json", "text"), default="json")
     p.set_defaults(run=run_serve)
@@ -194,7 +194,7 @@ def _demo(sub: argparse._SubParsersAction) -> None:
                                     "print its labels as they arrive, stop")
     p.add_argument("--conversation", default="1", help="MELD test Dialogue_ID (default: %(default)s)")
     p.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
-    _worker_arguments(p)
+    worker_arguments(p)
     p.set_defaults(run=run_demo)
 
 
@@ -219,13 +219,14 @@ def run_demo(args: argparse.Namespace) -> int:
     pool = start_pool(args)
     print(f"engine: {pool.model}, adapter {pool.default_adapter or 'none'}", flush=True)
     try:
-        with BackgroundWorker(config, pool):
+        with BackgroundWorker(config, pool) as worker:
             push_conversation(client, conv, config.in_stream)
             print(f"pushed MELD test conversation {conv.conversation_id} ({len(conv.turns)} turns)", flush=True)
             turns = {t.turn_id: t for t in conv.turns}
             after, seen, dead = "0", 0, 0
             while seen + dead < len(turns):
                 dead = client.xlen(config.dead_letter_stream)
+                worker.check()
                 for after, label in read_labels(client, config.out_stream, after, block_ms=1000):
                     turn = turns[label.turn_id]
                     print(format_label(label, turn.label, f"{turn.speaker}: {turn.text}"), flush=True)

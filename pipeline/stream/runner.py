@@ -18,8 +18,9 @@ async def run_worker(config: StreamConfig, pool: LabelPool, stop: asyncio.Event,
     """Connect to Redis (AUTH and TLS from the URL), label until `stop`, then disconnect."""
     import redis.asyncio
 
-    client = redis.asyncio.from_url(config.redis_url, socket_keepalive=True, health_check_interval=30,
-                                    client_name=worker_client_name(config))
+    tcp = {} if config.redis_url.startswith("unix:") else {"socket_keepalive": True}
+    client = redis.asyncio.from_url(config.redis_url, health_check_interval=30,
+                                    client_name=worker_client_name(config), **tcp)
     try:
         await StreamWorker(client, config, pool, metrics).run(stop)
     finally:
@@ -69,6 +70,11 @@ class BackgroundWorker:
         self._thread.join(timeout)
         if self._error is not None:
             raise self._error
+
+    def check(self) -> None:
+        """Raise what stopped the worker, if it stopped on its own."""
+        if not self._thread.is_alive():
+            raise self._error or RuntimeError("the worker stopped")
 
     def __enter__(self) -> BackgroundWorker:
         return self.start()
