@@ -42,6 +42,7 @@ class StreamIO:
         self.config = config
         self._claim_cursor = "0-0"
         self._pending_cursor = "0"
+        self.more_to_claim = False
         self._errors_key = f"{config.in_stream}:{config.group}:errors"
 
     def done_key(self, entry_id: str) -> str:
@@ -77,6 +78,7 @@ class StreamIO:
             min_idle_time=self.config.claim_idle_ms, start_id=self._claim_cursor, count=count,
         )
         self._claim_cursor = _text(reply[0])
+        self.more_to_claim = self._claim_cursor != "0-0"
         return await self._with_deliveries([(_text(i), f) for i, f in reply[1]])
 
     async def _with_deliveries(self, raw: Sequence[tuple[str, dict | None]]) -> list[Entry]:

@@ -79,8 +79,10 @@ class StreamWorker:
                                                 stop)
                     own_pending = bool(entries)
                 elif time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + self.config.claim_interval_ms / 1000
                     entries = await self._claim(stop)
+                    # A long list of abandoned entries is taken over batch after batch, not one per interval.
+                    wait_s = 0 if self.io.more_to_claim else self.config.claim_interval_ms / 1000
+                    next_claim = time.monotonic() + wait_s
                 if not entries and not own_pending:
                     entries = await self._gather(stop)
             finally:
