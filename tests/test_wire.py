@@ -86,3 +86,17 @@ def test_ack_policy_retries_failures_then_gives_up():
 def test_a_bad_stream_config_names_its_field(change, field):
     with pytest.raises(ConfigError, match=f"^{field}"):
         StreamConfig(**change)
+
+
+def test_structured_logs_carry_the_event_fields_only():
+    import json
+    import logging
+
+    from pipeline.logs import JsonFormatter
+
+    record = logging.LogRecord("dialoguellm.stream", logging.WARNING, __file__, 1, "dead-lettered", None, None)
+    record.source_id, record.error, record._ray_timestamp_ns = "1-0", "text is empty", 123
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == "dead-lettered" and line["level"] == "warning"
+    assert line["source_id"] == "1-0" and line["error"] == "text is empty"
+    assert "_ray_timestamp_ns" not in line and "lineno" not in line
