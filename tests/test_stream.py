@@ -272,7 +272,7 @@ def test_engine_failures_are_retried_then_dead_lettered(r, prefix, tiny_model, p
     from workers.engine_pool import EnginePool
 
     broken = EnginePool(EngineConfig(model=str(tiny_model), max_model_len=256, kv_cache_gib=0.25))
-    ray.kill(broken.actors[0])
+    ray.kill(broken.actors.actors[0])
     cfg = config(prefix, max_deliveries=3, claim_idle_ms=300, claim_interval_ms=200)
     ids = [push_turn(r, "call-4", k, *CONVERSATION[k], stream=cfg.in_stream) for k in range(3)]
     with worker(cfg, broken) as w:

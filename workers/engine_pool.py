@@ -43,20 +43,19 @@ class EnginePool:
     def __init__(self, engine_config: EngineConfig, config: PoolConfig = PoolConfig()) -> None:
         import ray
 
+        from workers.actor_set import ActorSet, ensure_ray
         from workers.engine_actor import EngineActor
 
-        if not ray.is_initialized():
-            ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=True)
+        ensure_ray(config.ray_address)
         gpus = config.gpus_per_engine
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-        actor = ray.remote(num_cpus=config.cpus_per_engine, num_gpus=gpus,
-                           max_concurrency=config.max_inflight_per_engine + 4)(EngineActor)
         self.config = config
-        self.actors = [actor.remote(engine_config) for _ in range(config.engines)]
-        self._inflight = [0] * config.engines
+        self.actors = ActorSet(EngineActor, (engine_config,), config.engines,
+                               dict(num_cpus=config.cpus_per_engine, num_gpus=gpus,
+                                    max_concurrency=config.max_inflight_per_engine + 4))
         try:
-            infos = ray.get([a.info.remote() for a in self.actors])
+            infos = self.actors.first_answers("info")
         except ray.exceptions.RayActorError as e:
             self.shutdown()
             raise DialogueLLMError(f"engine failed to start: {e}") from None
@@ -79,21 +78,11 @@ class EnginePool:
     @property
     def queue_depth(self) -> int:
         """Batches handed to engines and not yet answered."""
-        return sum(self._inflight)
+        return self.actors.queue_depth
 
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
         """Label one batch on the least busy engine."""
-        i = min(range(len(self.actors)), key=self._inflight.__getitem__)
-        self._inflight[i] += 1
-        try:
-            return await self.actors[i].label.remote(list(requests))
-        finally:
-            self._inflight[i] -= 1
+        return await self.actors.call("label", list(requests))
 
     def shutdown(self) -> None:
-        import ray
-
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
-
+        self.actors.shutdown()

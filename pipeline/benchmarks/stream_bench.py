@@ -51,7 +51,7 @@ def run_stream_benchmark(pool: Any, config: StreamConfig, requests: list[LabelRe
 
     from pipeline.stream.runner import BackgroundWorker
 
-    actor = pool.actors[0]
+    actor = pool.actors.actors[0]
     _log(f"bench stream: {len(requests)} MELD test turns, model {pool.model}")
     ray.get(actor.reset_prefix_cache.remote())
     start = time.perf_counter()

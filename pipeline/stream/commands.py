@@ -10,6 +10,7 @@ import uuid
 
 from pipeline.cli import engine_arguments, engine_config
 from pipeline.errors import ConfigError, DataError
+from pipeline.video_commands import start_video_pool, video_arguments
 from pipeline.stream.config import DEFAULT_GROUP, DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, StreamConfig
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -44,7 +45,9 @@ def worker_arguments(p: argparse.ArgumentParser) -> None:
     p2.add_argument("--max-inflight", type=int, default=2, help="batches in flight per engine")
     p2.add_argument("--gpus-per-engine", type=float, help="default: 1 when the Ray cluster has GPUs, else 0")
     p2.add_argument("--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start a local one)")
+    p2.add_argument("--video-actors", type=int, default=1, help="video decoder/describer actors")
     engine_arguments(p)
+    video_arguments(p)
 
 
 def stream_config(args: argparse.Namespace, **overrides) -> StreamConfig:
@@ -96,10 +99,13 @@ def run_serve(args: argparse.Namespace) -> int:
     if not reachable(config.redis_url):
         raise ConfigError(f"redis: no server answers at {config.redis_url}")
     pool = start_pool(args)
+    videos = start_video_pool(args, args.video_actors)
     try:
-        serve_until_signal(config, pool, WorkerMetrics())
+        serve_until_signal(config, pool, WorkerMetrics(), videos)
     finally:
         pool.shutdown()
+        if videos is not None:
+            videos.shutdown()
     return 0
 
 

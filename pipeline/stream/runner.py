@@ -10,11 +10,11 @@ from typing import Any
 
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.metrics import WorkerMetrics
-from pipeline.stream.worker import LabelPool, StreamWorker
+from pipeline.stream.worker import LabelPool, StreamWorker, VideoDescribers
 
 
 async def run_worker(config: StreamConfig, pool: LabelPool, stop: asyncio.Event,
-                     metrics: WorkerMetrics | None = None) -> None:
+                     metrics: WorkerMetrics | None = None, videos: VideoDescribers | None = None) -> None:
     """Connect to Redis (AUTH and TLS from the URL), label until `stop`, then disconnect."""
     import redis.asyncio
 
@@ -22,7 +22,7 @@ async def run_worker(config: StreamConfig, pool: LabelPool, stop: asyncio.Event,
     client = redis.asyncio.from_url(config.redis_url, health_check_interval=30,
                                     client_name=worker_client_name(config), **tcp)
     try:
-        await StreamWorker(client, config, pool, metrics).run(stop)
+        await StreamWorker(client, config, pool, metrics, videos).run(stop)
     finally:
         await client.aclose()
 
@@ -32,7 +32,8 @@ def worker_client_name(config: StreamConfig) -> str:
     return f"dialoguellm-worker:{config.consumer}"
 
 
-def serve_until_signal(config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics) -> None:
+def serve_until_signal(config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics,
+                       videos: VideoDescribers | None = None) -> None:
     """Label until SIGTERM or SIGINT; then stop reading, finish the batches in flight and return."""
 
     async def main() -> None:
@@ -40,7 +41,7 @@ def serve_until_signal(config: StreamConfig, pool: LabelPool, metrics: WorkerMet
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_worker(config, pool, stop, metrics)
+        await run_worker(config, pool, stop, metrics, videos)
 
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
@@ -50,8 +51,9 @@ def serve_until_signal(config: StreamConfig, pool: LabelPool, metrics: WorkerMet
 class BackgroundWorker:
     """A worker in a thread of this process: `start()`, then `stop()` finishes in-flight batches."""
 
-    def __init__(self, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None) -> None:
-        self.config, self.pool = config, pool
+    def __init__(self, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None,
+                 videos: VideoDescribers | None = None) -> None:
+        self.config, self.pool, self.videos = config, pool, videos
         self.metrics = metrics or WorkerMetrics()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -87,7 +89,7 @@ class BackgroundWorker:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             self._ready.set()
-            await run_worker(self.config, self.pool, self._stop, self.metrics)
+            await run_worker(self.config, self.pool, self._stop, self.metrics, self.videos)
 
         try:
             asyncio.run(main())

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pipeline.description_cache import RedisDescriptionCache, cache_key
+from pipeline.descriptions import DescribeResult
 from pipeline.errors import DialogueLLMError
 from pipeline.predictions import LabelRequest, Prediction
 from pipeline.stream.ack_policy import OUTPUT, AckPolicy, Action
@@ -26,6 +28,7 @@ from pipeline.stream.config import StreamConfig
 from pipeline.stream.context_store import ContextStore
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.stream_io import Entry, Outcome, StreamIO
+from pipeline.turns import VideoSegment
 from pipeline.wire import (FLAG_NO_DESCRIPTION, FLAG_PARTIAL_CONTEXT, LabelMessage, MalformedMessage, TurnMessage,
                            TurnSchema, entry_time_ms)
 
@@ -46,12 +49,29 @@ class LabelPool(Protocol):
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]: ...
 
 
-class StreamWorker:
-    """Consumes `config.in_stream` as `config.consumer` of `config.group` until `stop` is set."""
+class VideoDescribers(Protocol):
+    """What the worker needs of a video pool (see `workers.video.actors.VideoPool`)."""
 
-    def __init__(self, redis: Any, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None) -> None:
+    describer: str
+    version: str
+
+    async def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]: ...
+
+
+class StreamWorker:
+    """Consumes `config.in_stream` as `config.consumer` of `config.group` until `stop` is set.
+
+    With `videos`, a turn that has a `video` and no `description` is described first (through
+    the description cache in Redis); a video that cannot be described leaves the turn labelled
+    from its text, flagged `no_description`.
+    """
+
+    def __init__(self, redis: Any, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None,
+                 videos: VideoDescribers | None = None) -> None:
         self.config = config
         self.pool = pool
+        self.videos = videos
+        self.descriptions = RedisDescriptionCache(redis)
         self.io = StreamIO(redis, config)
         self.context = ContextStore(redis, config.in_stream, config.context_turns, config.context_keep,
                                     config.context_ttl_s)
@@ -161,7 +181,33 @@ class StreamWorker:
             raise MalformedMessage("the entry was deleted from the stream before it was labelled")
         return self.schema.parse(entry.fields)
 
+    async def _describe(self, todo: list[tuple[Entry, TurnMessage]]) -> list[tuple[Entry, TurnMessage]]:
+        """Fill in the description of every turn whose video can be described."""
+        wanted = [i for i, (_, m) in enumerate(todo) if m.video is not None and m.description is None]
+        if self.videos is None or not wanted:
+            return todo
+        segments = [todo[i][1].video for i in wanted]
+        keys = [cache_key(s, self.videos.describer, self.videos.version) for s in segments]
+        known = await self._redis(lambda: self.descriptions.get_many(keys))
+        missing = [j for j, d in enumerate(known) if d is None]
+        results = await self.videos.describe([segments[j] for j in missing])
+        fresh = {}
+        for j, result in zip(missing, results):
+            if result.description is not None:
+                known[j] = fresh[keys[j]] = result.description
+            else:
+                self.metrics.video_errors.inc()
+                log.warning("video not described", extra={"source_id": todo[wanted[j]][0].id, "error": result.error})
+        await self._redis(lambda: self.descriptions.put_many(fresh))
+        todo = list(todo)
+        for i, description in zip(wanted, known):
+            if description is not None:
+                entry, message = todo[i]
+                todo[i] = (entry, replace(message, description=description.text))
+        return todo
+
     async def _label(self, todo: list[tuple[Entry, TurnMessage]]) -> list[Outcome]:
+        todo = await self._describe(todo)
         messages = [m for _, m in todo]
         await self._redis(lambda: self.context.remember(messages))
         contexts = await self._redis(lambda: self.context.contexts(messages))

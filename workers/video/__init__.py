@@ -1,0 +1,1 @@
+"""Video workers: decode segments with PyAV, describe them in words, in Ray actors."""

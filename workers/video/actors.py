@@ -1,0 +1,88 @@
+"""Video actors in Ray: each decodes and describes segments; `VideoPool` spreads a batch over them.
+
+CPU actors for decoding and the `cpu` describer; with `vlm`, each actor takes a GPU. Each actor
+has at most `max_inflight` calls queued (bounded), and a batch is cut in one piece per actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.descriptions import DescribeResult
+from pipeline.errors import ConfigError
+from pipeline.turns import VideoSegment
+from workers.video.decoder import DecodeConfig
+
+
+class VideoActor:
+    """One `SegmentDescriber` in a Ray actor (no Ray import needed here)."""
+
+    def __init__(self, describer: str, decode: DecodeConfig, options: dict[str, Any]) -> None:
+        from workers.video.segment_describer import SegmentDescriber
+
+        self.worker = SegmentDescriber(describer, decode, **options)
+
+    def info(self) -> dict:
+        return {"describer": self.worker.name, "version": self.worker.version}
+
+    def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]:
+        return self.worker.describe_all(segments)
+
+
+@dataclass(frozen=True)
+class VideoPoolConfig:
+    describer: str = "cpu"
+    actors: int = 1
+    max_inflight: int = 2
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float | None = None  # None: 1 for `vlm`, else 0
+    options: dict[str, Any] = field(default_factory=dict)  # describer options (e.g. the VLM's model)
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.actors <= 0:
+            raise ConfigError(f"video_actors: must be > 0, got {self.actors}")
+        if self.max_inflight <= 0:
+            raise ConfigError(f"video_max_inflight: must be > 0, got {self.max_inflight}")
+
+
+class VideoPool:
+    def __init__(self, config: VideoPoolConfig = VideoPoolConfig()) -> None:
+        from workers.actor_set import ActorSet
+
+        gpus = config.gpus_per_actor if config.gpus_per_actor is not None else float(config.describer == "vlm")
+        self.config = config
+        self.actors = ActorSet(VideoActor, (config.describer, config.decode, config.options), config.actors,
+                               dict(num_cpus=config.cpus_per_actor, num_gpus=gpus,
+                                    max_concurrency=1), config.ray_address)
+        info = self.actors.first_answers("info")[0]
+        self.describer: str = info["describer"]
+        self.version: str = info["version"]
+        self._slots = config.actors * config.max_inflight
+        self._free: asyncio.Semaphore | None = None
+
+    async def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]:
+        """Describe `segments`, spread over the actors; results in order."""
+        if not segments:
+            return []
+        if self._free is None:
+            self._free = asyncio.Semaphore(self._slots)
+        n = min(len(self.actors.actors), len(segments))
+        pieces = [list(segments[i::n]) for i in range(n)]
+
+        async def one(piece: list[VideoSegment]) -> list[DescribeResult]:
+            async with self._free:
+                return await self.actors.call("describe", piece)
+
+        answers = await asyncio.gather(*(one(p) for p in pieces))
+        results: list[DescribeResult] = [None] * len(segments)  # type: ignore[list-item]
+        for i, answer in enumerate(answers):
+            results[i::n] = answer
+        return results
+
+    def shutdown(self) -> None:
+        self.actors.shutdown()

@@ -1,0 +1,155 @@
+"""`SegmentDecoder`: a video segment `{uri, start, end}` to a few RGB frames, with PyAV.
+
+Opens a local file or anything FFmpeg reads, seeks to `start` (the keyframe before it), decodes
+forward to `end` with threaded decoding, and keeps the frames the sampling mode picks, scaled
+so their longer side is at most `max_side`. Every way a segment can fail raises `VideoError`
+with a reason (documented results):
+
+- a missing, unreadable or corrupt file: "cannot open ..."; damage found mid-way keeps the
+  frames decoded before it (`SegmentFrames.damaged` holds the reason) or, with none, fails;
+- no video stream (an audio-only file): "no video stream";
+- a zero-length or reversed segment: "zero-length segment";
+- a segment that starts after the video ends: "segment starts at S s, after the video ends";
+- frames without timestamps (raw elementary streams): timed by their index at the stream's
+  frame rate, decoded from the file's start; with no frame rate either: "no timestamps".
+Variable frame rates need nothing special: each frame's own timestamp is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError, VideoError
+from pipeline.turns import VideoSegment
+from workers.video.modes import MODES, get_mode
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How segments are sampled: `frames` per segment, by `mode`, at most `max_side` pixels."""
+
+    frames: int = 8
+    mode: str = "uniform"
+    max_side: int = 640
+    threads: int = 0  # 0: FFmpeg picks (one per core)
+    open_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.frames <= 0:
+            raise ConfigError(f"frames: must be > 0, got {self.frames}")
+        if self.mode not in MODES:
+            raise ConfigError(f"sampling: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.max_side < 16:
+            raise ConfigError(f"max_side: must be ≥ 16, got {self.max_side}")
+        if self.threads < 0:
+            raise ConfigError(f"threads: must be ≥ 0, got {self.threads}")
+
+
+@dataclass
+class SegmentFrames:
+    """The sampled frames (H×W×3 uint8 RGB) and their times in seconds."""
+
+    segment: VideoSegment
+    frames: list[Any] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    decoded: int = 0
+    damaged: str | None = None
+
+
+class SegmentDecoder:
+    def __init__(self, config: DecodeConfig = DecodeConfig()) -> None:
+        self.config = config
+        self.mode = get_mode(config.mode)
+
+    def decode(self, segment: VideoSegment) -> SegmentFrames:
+        """The segment's sampled frames, or `VideoError` saying why there are none."""
+        import av
+
+        if segment.end <= segment.start:
+            raise VideoError(f"zero-length segment ({segment.start}s to {segment.end}s)")
+        try:
+            container = av.open(segment.uri, timeout=self.config.open_timeout_s)
+        except (av.error.FFmpegError, OSError) as e:
+            raise VideoError(f"cannot open {segment.uri}: {_reason(e)}") from None
+        with container:
+            if not container.streams.video:
+                raise VideoError(f"no video stream in {segment.uri} (audio only?)")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.thread_count = self.config.threads
+            self.mode.prepare(stream)
+            duration = _duration(container, stream)
+            result = SegmentFrames(segment)
+            last = [None]  # the last frame time seen, to tell "past the end" from "no frame"
+            timed = self._timed(container, stream, segment, result, last)
+            # A segment running past the end is sampled over the part that exists.
+            end = min(segment.end, duration) if duration and duration > segment.start else segment.end
+            for t, frame in self.mode.pick(timed, segment.start, end, self.config.frames):
+                result.frames.append(self._rgb(frame))
+                result.times.append(round(t, 3))
+        if not result.frames:
+            if result.damaged:
+                raise VideoError(f"corrupt or truncated video {segment.uri}: {result.damaged}")
+            if last[0] is not None and last[0] < segment.start:
+                raise VideoError(f"segment starts at {segment.start}s, after the video's last frame ({last[0]:.2f}s)")
+            if duration is not None and segment.start >= duration:
+                raise VideoError(f"segment starts at {segment.start}s, after the video ends ({duration:.2f}s)")
+            raise VideoError(f"no {self.mode.name} frame between {segment.start}s and {segment.end}s")
+        return result
+
+    def _timed(self, container: Any, stream: Any, segment: VideoSegment, result: SegmentFrames,
+               last: list) -> Iterator[tuple[float, Any]]:
+        """Decoded frames with their times, from (about) `start` until `end`; damage ends it quietly."""
+        import av
+
+        rate = stream.average_rate or stream.guessed_rate
+        try:
+            frames = container.decode(stream)
+            first = next(frames, None)
+            if first is None:
+                return
+            by_index = first.time is None
+            if by_index and not rate:
+                raise VideoError(f"{segment.uri}: frames carry no timestamps and the stream no frame rate")
+            if not by_index and segment.start > first.time:
+                container.seek(int(segment.start / stream.time_base), stream=stream, backward=True)
+                frames = container.decode(stream)
+            else:
+                frames = _chain(first, frames)
+            for index, frame in enumerate(frames):
+                t = index / float(rate) if by_index else frame.time
+                if t is None:
+                    continue
+                result.decoded += 1
+                last[0] = t
+                if t < segment.start:
+                    continue
+                if t >= segment.end:
+                    return
+                yield t, frame
+        except av.error.FFmpegError as e:
+            result.damaged = _reason(e)
+
+    def _rgb(self, frame: Any) -> Any:
+        scale = min(1.0, self.config.max_side / max(frame.width, frame.height))
+        width, height = max(2, round(frame.width * scale)) // 2 * 2, max(2, round(frame.height * scale)) // 2 * 2
+        return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+def _duration(container: Any, stream: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "strerror", None) or str(error)
