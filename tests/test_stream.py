@@ -378,3 +378,42 @@ def test_serve_refuses_a_bad_configuration_at_start(run_cli, flags, message):
     result = run_cli("serve", *flags, timeout=120)
     assert result.returncode == 2
     assert message in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def video_pool(pool):
+    from workers.video.actors import VideoPool, VideoPoolConfig
+    from workers.video.decoder import DecodeConfig
+
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=4)))
+    yield videos
+    videos.shutdown()
+
+
+def test_turns_with_video_are_described_and_a_broken_video_still_labelled(r, prefix, pool, video_pool, tmp_path):
+    from skimage import data
+
+    from pipeline.description_cache import cache_key
+    from pipeline.stream.runner import BackgroundWorker
+    from workers.video.synthetic import make_video
+
+    clip = make_video(tmp_path / "face.mp4", 2, 25, "libx264", size=(384, 384), image=data.astronaut())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 4096)
+    cfg = config(prefix)
+    good, bad = VideoSegment(str(clip), 0.0, 1.5), VideoSegment(str(broken), 0.0, 1.5)
+    with BackgroundWorker(cfg, pool, videos=video_pool) as w:
+        push_turn(r, "call-5", 0, "Ann", "Guess what happened!", stream=cfg.in_stream, video=good)
+        push_turn(r, "call-5", 1, "Bob", "Tell me.", stream=cfg.in_stream, video=bad)
+        push_turn(r, "call-5", 2, "Ann", "Again!", stream=cfg.in_stream, video=good)
+        wait_for(r, cfg, 3, running=w)
+    labels = {x.turn_id: x for x in outputs(r, cfg)[0]}
+    assert labels[0].description.startswith("One person faces the camera, smiling") and labels[0].flags == []
+    assert labels[2].description == labels[0].description
+    assert labels[1].description is None and labels[1].flags == ["no_description"]
+    assert w.metrics.registry.get_sample_value("dialoguellm_video_errors_total") == 1
+    assert w.metrics.registry.get_sample_value("dialoguellm_videos_described_total") == 1
+    # Described once, kept in Redis under its content, bounds and describer.
+    key = f"dialoguellm:descriptions:{cache_key(good, video_pool.describer, video_pool.version)}"
+    assert r.exists(key)
+    r.delete(key)

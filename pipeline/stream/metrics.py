@@ -26,6 +26,8 @@ class WorkerMetrics:
         self.claimed = Counter("dialoguellm_claimed_total", "Entries taken over from idle consumers", **kw)
         self.queue_depth = Gauge("dialoguellm_engine_queue_depth", "Batches handed to engines, not yet answered",
                                  **kw)
+        self.videos_described = Counter("dialoguellm_videos_described_total",
+                                        "Video segments described (cache misses)", **kw)
         self.video_errors = Counter("dialoguellm_video_errors_total",
                                     "Turns whose video could not be described (labelled from text alone)", **kw)
         self.redis_errors = Counter("dialoguellm_redis_errors_total", "Redis calls that failed and were retried",

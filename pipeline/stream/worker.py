@@ -189,15 +189,17 @@ class StreamWorker:
         segments = [todo[i][1].video for i in wanted]
         keys = [cache_key(s, self.videos.describer, self.videos.version) for s in segments]
         known = await self._redis(lambda: self.descriptions.get_many(keys))
-        missing = [j for j, d in enumerate(known) if d is None]
+        # One description per distinct segment, even when several turns of the batch share it.
+        missing = list({keys[j]: j for j, d in enumerate(known) if d is None}.values())
         results = await self.videos.describe([segments[j] for j in missing])
-        fresh = {}
-        for j, result in zip(missing, results):
-            if result.description is not None:
-                known[j] = fresh[keys[j]] = result.description
-            else:
+        fresh = {keys[j]: r.description for j, r in zip(missing, results) if r.description is not None}
+        errors = {keys[j]: r.error for j, r in zip(missing, results) if r.description is None}
+        for j, key in enumerate(keys):
+            known[j] = known[j] or fresh.get(key)
+            if key in errors:
                 self.metrics.video_errors.inc()
-                log.warning("video not described", extra={"source_id": todo[wanted[j]][0].id, "error": result.error})
+                log.warning("video not described", extra={"source_id": todo[wanted[j]][0].id, "error": errors[key]})
+        self.metrics.videos_described.inc(len(fresh))
         await self._redis(lambda: self.descriptions.put_many(fresh))
         todo = list(todo)
         for i, description in zip(wanted, known):
