@@ -102,6 +102,11 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     t.set_defaults(run=run_bench_train)
     _bench_stream(which)
+    v = which.add_parser("video", help="segment decoding in video actors against plain PyAV, and describer time")
+    v.add_argument("--clips", type=int, default=4, help="generated clips of 30 s")
+    v.add_argument("--workdir", help="where the clips are written (default: the temp folder)")
+    v.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    v.set_defaults(run=run_bench_video)
 
 
 def _bench_stream(which: argparse._SubParsersAction) -> None:
@@ -130,6 +135,15 @@ def run_bench_stream(args: argparse.Namespace) -> int:
         result = run_stream_benchmark(pool, config, requests, args.rate)
     finally:
         pool.shutdown()
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def run_bench_video(args: argparse.Namespace) -> int:
+    from pipeline.benchmarks.video_bench import run_video_benchmark
+
+    result = run_video_benchmark(args.clips, workdir=args.workdir)
     if args.json:
         print(json.dumps(result))
     return 0

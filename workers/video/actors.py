@@ -31,6 +31,19 @@ class VideoActor:
     def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]:
         return self.worker.describe_all(segments)
 
+    def decode(self, segments: Sequence[VideoSegment]) -> list[tuple[int, int, str | None]]:
+        """Decode only (benchmarks): per segment, frames kept, frames decoded and the error, if any."""
+        from pipeline.errors import VideoError
+
+        out = []
+        for segment in segments:
+            try:
+                frames = self.worker.decoder.decode(segment)
+                out.append((len(frames.frames), frames.decoded, None))
+            except VideoError as e:
+                out.append((0, 0, str(e)))
+        return out
+
 
 @dataclass(frozen=True)
 class VideoPoolConfig:
@@ -67,6 +80,13 @@ class VideoPool:
 
     async def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]:
         """Describe `segments`, spread over the actors; results in order."""
+        return await self._spread("describe", segments)
+
+    async def decode(self, segments: Sequence[VideoSegment]) -> list[tuple[int, int, str | None]]:
+        """Decode only, spread over the actors (see `VideoActor.decode`)."""
+        return await self._spread("decode", segments)
+
+    async def _spread(self, method: str, segments: Sequence[VideoSegment]) -> list:
         if not segments:
             return []
         if self._free is None:
@@ -74,12 +94,12 @@ class VideoPool:
         n = min(len(self.actors.actors), len(segments))
         pieces = [list(segments[i::n]) for i in range(n)]
 
-        async def one(piece: list[VideoSegment]) -> list[DescribeResult]:
+        async def one(piece: list[VideoSegment]) -> list:
             async with self._free:
-                return await self.actors.call("describe", piece)
+                return await self.actors.call(method, piece)
 
         answers = await asyncio.gather(*(one(p) for p in pieces))
-        results: list[DescribeResult] = [None] * len(segments)  # type: ignore[list-item]
+        results: list = [None] * len(segments)
         for i, answer in enumerate(answers):
             results[i::n] = answer
         return results

@@ -1,7 +1,7 @@
 """`SegmentDecoder`: a video segment `{uri, start, end}` to a few RGB frames, with PyAV.
 
 Opens a local file or anything FFmpeg reads, seeks to `start` (the keyframe before it), decodes
-forward to `end` with threaded decoding, and keeps the frames the sampling mode picks, scaled
+forward to `end` with threaded (slice) decoding, and keeps the frames the sampling mode picks, scaled
 so their longer side is at most `max_side`. Every way a segment can fail raises `VideoError`
 with a reason (documented results):
 
@@ -26,6 +26,9 @@ from pipeline.turns import VideoSegment
 from workers.video.modes import MODES, get_mode
 
 
+THREAD_TYPES = ("slice", "frame", "auto")
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
     """How segments are sampled: `frames` per segment, by `mode`, at most `max_side` pixels."""
@@ -34,6 +37,8 @@ class DecodeConfig:
     mode: str = "uniform"
     max_side: int = 640
     threads: int = 0  # 0: FFmpeg picks (one per core)
+    # Slice threading: frame threading measured slower here, its pipeline refilling after every seek.
+    thread_type: str = "slice"
     open_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -43,6 +48,8 @@ class DecodeConfig:
             raise ConfigError(f"sampling: {self.mode!r} is not one of {', '.join(MODES)}")
         if self.max_side < 16:
             raise ConfigError(f"max_side: must be ≥ 16, got {self.max_side}")
+        if self.thread_type not in THREAD_TYPES:
+            raise ConfigError(f"thread_type: {self.thread_type!r} is not one of {', '.join(THREAD_TYPES)}")
         if self.threads < 0:
             raise ConfigError(f"threads: must be ≥ 0, got {self.threads}")
 
@@ -70,22 +77,32 @@ class SegmentDecoder:
         if segment.end <= segment.start:
             raise VideoError(f"zero-length segment ({segment.start}s to {segment.end}s)")
         try:
-            container = av.open(segment.uri, timeout=self.config.open_timeout_s)
+            return self._decode(segment, seek=True)
+        except _NoTimestamps:
+            return self._decode(segment, seek=False)
+
+    def _decode(self, segment: VideoSegment, seek: bool) -> SegmentFrames:
+        import av
+
+        try:
+            # A timeout costs a Python callback on every read: only for sources that can hang.
+            local = "://" not in segment.uri or segment.uri.startswith("file:")
+            container = av.open(segment.uri, timeout=None if local else self.config.open_timeout_s)
         except (av.error.FFmpegError, OSError) as e:
             raise VideoError(f"cannot open {segment.uri}: {_reason(e)}") from None
         with container:
             if not container.streams.video:
                 raise VideoError(f"no video stream in {segment.uri} (audio only?)")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            stream.thread_type = self.config.thread_type.upper()
             stream.thread_count = self.config.threads
-            self.mode.prepare(stream)
             duration = _duration(container, stream)
-            result = SegmentFrames(segment)
-            last = [None]  # the last frame time seen, to tell "past the end" from "no frame"
-            timed = self._timed(container, stream, segment, result, last)
             # A segment running past the end is sampled over the part that exists.
             end = min(segment.end, duration) if duration and duration > segment.start else segment.end
+            self.mode.prepare(stream, segment.start, end, self.config.frames)
+            result = SegmentFrames(segment)
+            last = [None]  # the last frame time seen, to tell "past the end" from "no frame"
+            timed = self._timed(container, stream, segment, result, last, seek)
             for t, frame in self.mode.pick(timed, segment.start, end, self.config.frames):
                 result.frames.append(self._rgb(frame))
                 result.times.append(round(t, 3))
@@ -100,12 +117,18 @@ class SegmentDecoder:
         return result
 
     def _timed(self, container: Any, stream: Any, segment: VideoSegment, result: SegmentFrames,
-               last: list) -> Iterator[tuple[float, Any]]:
+               last: list, seek: bool) -> Iterator[tuple[float, Any]]:
         """Decoded frames with their times, from (about) `start` until `end`; damage ends it quietly."""
         import av
 
         rate = stream.average_rate or stream.guessed_rate
         try:
+            seek = seek and segment.start > 0 and stream.time_base is not None
+            if seek:
+                try:
+                    container.seek(int(segment.start / stream.time_base), stream=stream, backward=True)
+                except av.error.FFmpegError:
+                    raise _NoTimestamps from None  # not seekable (a raw stream): decode from the start
             frames = container.decode(stream)
             first = next(frames, None)
             if first is None:
@@ -113,12 +136,9 @@ class SegmentDecoder:
             by_index = first.time is None
             if by_index and not rate:
                 raise VideoError(f"{segment.uri}: frames carry no timestamps and the stream no frame rate")
-            if not by_index and segment.start > first.time:
-                container.seek(int(segment.start / stream.time_base), stream=stream, backward=True)
-                frames = container.decode(stream)
-            else:
-                frames = _chain(first, frames)
-            for index, frame in enumerate(frames):
+            if by_index and seek:
+                raise _NoTimestamps  # a frame's time is then its index: decode again from the start
+            for index, frame in enumerate(_chain(first, frames)):
                 t = index / float(rate) if by_index else frame.time
                 if t is None:
                     continue
@@ -136,6 +156,10 @@ class SegmentDecoder:
         scale = min(1.0, self.config.max_side / max(frame.width, frame.height))
         width, height = max(2, round(frame.width * scale)) // 2 * 2, max(2, round(frame.height * scale)) // 2 * 2
         return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+class _NoTimestamps(Exception):
+    """Frames must be timed by index (no timestamps, or no seeking): decode from the file's start."""
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:

@@ -11,7 +11,7 @@ TimedFrame = tuple[float, Any]  # (seconds, av.VideoFrame)
 class SamplingMode(Protocol):
     name: str
 
-    def prepare(self, stream: Any) -> None:
+    def prepare(self, stream: Any, start: float, end: float, count: int) -> None:
         """Set up the decoder before any frame is decoded (e.g. skip frames the mode never uses)."""
 
     def pick(self, frames: Iterable[TimedFrame], start: float, end: float, count: int) -> list[TimedFrame]:

@@ -12,7 +12,7 @@ from workers.video.modes.base import TimedFrame
 class KeyframesMode:
     name = "keyframes"
 
-    def prepare(self, stream: Any) -> None:
+    def prepare(self, stream: Any, start: float, end: float, count: int) -> None:
         stream.codec_context.skip_frame = "NONKEY"
 
     def pick(self, frames: Iterable[TimedFrame], start: float, end: float, count: int) -> list[TimedFrame]:
