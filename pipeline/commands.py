@@ -185,9 +185,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _registry() -> tuple:
     from pipeline import video_commands as video
+    from pipeline.labelling import commands as labelling
     from pipeline.stream import commands as stream
 
-    return (_eval, _bench, _train, *stream.REGISTRY, *video.REGISTRY)
+    return (_eval, _bench, _train, *stream.REGISTRY, *video.REGISTRY, *labelling.REGISTRY)
 
 
 REGISTRY = _registry()

@@ -1,0 +1,1 @@
+"""Batch labelling of large corpora: manifest in, Parquet out, through Ray Data."""

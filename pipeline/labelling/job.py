@@ -1,0 +1,164 @@
+"""`dialoguellm label`: a manifest of turns to a Parquet folder of labels, with Ray Data.
+
+read manifest → context per conversation (from the whole manifest) → skip rows already in the
+output → describe video segments (actor pool) → label (engine actor pool) → write Parquet.
+Files of at most `rows_per_file` rows are added to the output folder as the run goes, so an
+interrupted run keeps what it wrote; a rerun skips those rows. A file cut short by a kill is
+unreadable: it is removed at the next start and its rows are done again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, DataError
+from pipeline.labelling.manifest import add_context, normalise, read_table
+
+OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")
+ROW = "manifest_row"
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    manifest: str
+    out: str
+    video_root: str | None = None
+    label_set: str = "meld"
+    describer: str = "cpu"
+    decode: Any = None  # DecodeConfig; None: the default
+    describer_options: dict = field(default_factory=dict)
+    cache_dir: str | None = None
+    engines: int = 1
+    video_actors: int = 1
+    batch_size: int = 256
+    rows_per_file: int = 256
+    gpus_per_engine: float | None = None
+    ray_address: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.describer not in ("cpu", "vlm", "none"):
+            raise ConfigError(f"describer: {self.describer!r} is not one of cpu, vlm, none")
+        for name in ("engines", "video_actors", "batch_size", "rows_per_file"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if not str(self.out).endswith(".parquet"):
+            raise ConfigError(f"out: {self.out!r} should name a .parquet folder")
+
+
+def done_rows(out: str | Path) -> set[int]:
+    """Manifest rows already written; unreadable files (a killed write) are removed."""
+    import pyarrow.parquet as pq
+
+    folder = Path(out)
+    if not folder.exists():
+        return set()
+    if not folder.is_dir():
+        raise DataError(f"out: {folder} exists and is not a folder of Parquet files")
+    done: set[int] = set()
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            done.update(pq.read_table(path, columns=[ROW]).column(ROW).to_pylist())
+        except Exception:  # pyarrow raises several types for a truncated file
+            print(f"removing {path.name}: unreadable (a write cut short); its rows are labelled again",
+                  file=sys.stderr)
+            path.unlink()
+    return done
+
+
+def prepare(job: LabelJob, context_turns: int) -> tuple[Any, Any]:
+    """(all rows with context, the rows still to label)."""
+    table = read_table(job.manifest)
+    rows = add_context(normalise(table, job.video_root, job.label_set, job.manifest), context_turns)
+    # A gold `label` column stays, as `gold_label`: `label` is the prediction.
+    rows = rows.rename(columns={"label": "gold_label"})
+    done = done_rows(job.out)
+    pending = rows[~rows["_row"].isin(done)].copy()
+    pending["error"] = ""
+    return rows, pending
+
+
+def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
+    """Label the pending rows; returns counts (and the evaluation when the manifest has gold labels)."""
+    import ray
+
+    from workers.actor_set import ensure_ray
+    from workers.batch_stages import DescribeStage, LabelStage
+    from workers.video.decoder import DecodeConfig
+
+    rows, pending = prepare(job, engine_config.context_turns)
+    summary: dict[str, Any] = {"rows": len(rows), "already_done": len(rows) - len(pending), "labelled_now": 0}
+    print(f"manifest: {len(rows)} rows; {summary['already_done']} already in {job.out}; {len(pending)} to label",
+          file=sys.stderr, flush=True)
+    if len(pending):
+        ensure_ray(job.ray_address)
+        gpus = job.gpus_per_engine
+        if gpus is None:
+            gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        pending = pending.drop(columns=[c for c in OUTPUT_COLUMNS if c != "error" and c in pending])
+        # One block per output file: blocks stream through the stages and each is written when
+        # done, so an interrupted run keeps its finished files.
+        step = job.rows_per_file
+        ds = ray.data.from_pandas([pending.iloc[i:i + step] for i in range(0, len(pending), step)])
+        if job.describer != "none" and pending["_video_uri"].notna().any():
+            ds = ds.map_batches(DescribeStage, batch_format="pandas", batch_size=16, concurrency=job.video_actors,
+                                num_cpus=0.5, num_gpus=float(job.describer == "vlm"),
+                                fn_constructor_args=(job.describer, job.decode or DecodeConfig(),
+                                                     job.cache_dir or _default_cache(), job.describer_options))
+        ds = ds.map_batches(LabelStage, batch_format="pandas", batch_size=job.batch_size, concurrency=job.engines,
+                            num_cpus=1, num_gpus=gpus,
+                            fn_constructor_args=(engine_config, job.label_set))
+        ds = ds.map_batches(_output_columns, batch_format="pandas")
+        ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file)
+        summary["labelled_now"] = len(pending)
+    summary.update(_evaluate(job, rows))
+    return summary
+
+
+def _output_columns(batch: Any) -> Any:
+    """Every input column, `label` … `error`, and `manifest_row`."""
+    inputs = [c for c in batch.columns if not c.startswith("_") and c not in OUTPUT_COLUMNS]
+    out = batch[inputs].copy()
+    for name in OUTPUT_COLUMNS:
+        out[name] = batch[name]
+    out["error"] = out["error"].replace("", None)
+    out[ROW] = batch["_row"]
+    return out
+
+
+def _evaluate(job: LabelJob, rows: Any) -> dict[str, Any]:
+    import pandas as pd
+
+    from pipeline.labels import get_label_set
+    from pipeline.metrics import classification_report
+
+    if rows["_gold"].isna().all() or not Path(job.out).exists():
+        return {}
+    labelled = pd.read_parquet(job.out, columns=[ROW, "label"])
+    gold = dict(zip(rows["_row"], rows["_gold"]))
+    pairs = [(gold[r], p) for r, p in zip(labelled[ROW], labelled["label"])
+             if isinstance(gold.get(r), str) and isinstance(p, str)]
+    if not pairs:
+        return {}
+    report = classification_report([g for g, _ in pairs], [p for _, p in pairs], get_label_set(job.label_set))
+    return {"report": report}
+
+
+def _default_cache() -> str:
+    from workers.model_store import home
+
+    return str(home() / "descriptions")
+
+
+def read_labels(out: str | Path) -> Any:
+    """The output folder as one DataFrame, in manifest order."""
+    import pandas as pd
+
+    return pd.read_parquet(out).sort_values(ROW).reset_index(drop=True)
+
+
+def probs_of(row: Any) -> dict[str, float]:
+    return json.loads(row["probs"]) if row["probs"] else {}

@@ -1,0 +1,146 @@
+"""Batch labelling: manifests, resuming, and `dialoguellm label` end to end (real Ray Data, vLLM, PyAV)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline.errors import DataError
+from pipeline.labelling.manifest import add_context, normalise, read_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_meld_csv_is_read_as_it_is(data_root):
+    rows = normalise(read_table(data_root / "MELD" / "test_sent_emo.csv"), "/clips", "meld", "test.csv")
+    first = rows.iloc[1]
+    assert (first["_conversation_id"], first["_turn_id"], first["_speaker"]) == ("0", 1, "Rachel")
+    assert first["_video_uri"] == "/clips/dia0_utt1.mp4"
+    assert first["_end"] == pytest.approx(6.756)  # 00:14:47,385 - 00:14:40,629
+    assert first["_gold"] == "anger" and list(rows["_row"][:3]) == [0, 1, 2]
+    assert "Sentiment" in rows.columns  # every input column is kept
+
+
+def test_our_layout_in_jsonl_and_parquet(tmp_path):
+    table = pd.DataFrame({"conversation_id": ["a", "a", "b"], "turn_id": [1, 0, 0], "speaker": ["X", "Y", "Z"],
+                          "text": ["second", "first", "other"], "video_uri": ["v.mp4", None, "/abs/w.mp4"],
+                          "start": [1.0, None, 0.5], "end": [2.0, None, 1.0], "label": ["Joy", "neutral", None]})
+    table.to_parquet(tmp_path / "m.parquet")
+    table.to_json(tmp_path / "m.jsonl", orient="records", lines=True)
+    for name in ("m.parquet", "m.jsonl"):
+        rows = add_context(normalise(read_table(tmp_path / name), "/videos", "meld", name), 2)
+        assert [None if pd.isna(v) else v for v in rows["_video_uri"]] == ["/videos/v.mp4", None, "/abs/w.mp4"]
+        assert [None if pd.isna(v) else v for v in rows["_gold"]] == ["joy", "neutral", None]
+        assert json.loads(rows["_context"][0]) == [["Y", "first"]] and json.loads(rows["_context"][1]) == []
+
+
+@pytest.mark.parametrize("table, message", [
+    (pd.DataFrame({"conversation_id": ["a"], "speaker": ["X"], "text": ["t"]}), "missing column(s) turn_id"),
+    (pd.DataFrame({"conversation_id": ["a"], "turn_id": ["x"], "speaker": ["X"], "text": ["t"]}),
+     "row 1: turn_id must be an integer ≥ 0, got 'x'"),
+    (pd.DataFrame({"conversation_id": ["a"], "turn_id": [0], "speaker": ["X"], "text": ["t"], "label": ["meh"]}),
+     "row 1: label 'meh' is not in the meld label set"),
+])
+def test_a_bad_manifest_names_the_row_and_column(table, message):
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        normalise(table, None, "meld", "m.jsonl")
+
+
+def test_a_file_cut_short_is_removed_and_its_rows_redone(tmp_path, capsys):
+    from pipeline.labelling.job import done_rows
+
+    out = tmp_path / "labels.parquet"
+    out.mkdir()
+    pd.DataFrame({"manifest_row": [0, 1, 2]}).to_parquet(out / "a.parquet")
+    pd.DataFrame({"manifest_row": list(range(3, 100))}).to_parquet(out / "b.parquet")
+    data = (out / "b.parquet").read_bytes()
+    (out / "b.parquet").write_bytes(data[: len(data) // 2])
+    assert done_rows(out) == {0, 1, 2}
+    assert not (out / "b.parquet").exists() and "removing b.parquet" in capsys.readouterr().err
+
+
+def _label(args: list[str], tiny_model: Path, **popen) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline.cli", "label", *args, "--model", str(tiny_model), "--max-model-len", "256",
+           "--kv-cache-gib", "0.5", "--json"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **popen)
+
+
+def _summary(proc: subprocess.Popen, timeout: float = 600) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.engine
+def test_videos_and_text_are_labelled_and_a_missing_video_says_why(tiny_model, data_root, tmp_path):
+    from skimage import data
+
+    from workers.video.synthetic import make_video
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_video(videos / "face.mp4", 2, 25, "libx264", size=(384, 384), image=data.astronaut())
+    make_video(videos / "pattern.mp4", 2, 25, "mpeg4")
+    meld = pd.read_csv(data_root / "MELD" / "test_sent_emo.csv", dtype=str, keep_default_na=False).head(12)
+    manifest = pd.DataFrame({
+        "conversation_id": meld["Dialogue_ID"], "turn_id": meld["Utterance_ID"].astype(int),
+        "speaker": meld["Speaker"], "text": meld["Utterance"], "label": meld["Emotion"],
+        "video_uri": (["face.mp4", "pattern.mp4", "missing.mp4", None] * 3), "start": 0.0, "end": 1.5,
+    })
+    manifest.to_json(tmp_path / "manifest.jsonl", orient="records", lines=True)
+    out = tmp_path / "labels.parquet"
+    summary = _summary(_label(["--manifest", str(tmp_path / "manifest.jsonl"), "--video-root", str(videos),
+                               "--out", str(out), "--cache-dir", str(tmp_path / "cache")], tiny_model))
+    assert summary["rows"] == summary["labelled_now"] == 12 and "weighted_f1" in summary
+    from pipeline.labelling.job import read_labels
+
+    rows = read_labels(out)
+    assert list(rows["manifest_row"]) == list(range(12)) and rows["label"].notna().all()
+    assert set(rows.columns) >= {"conversation_id", "turn_id", "speaker", "text", "gold_label", "video_uri", "label",
+                                 "confidence", "probs", "description", "error"}
+    for _, row in rows.iterrows():
+        assert abs(sum(json.loads(row["probs"]).values()) - 1) < 1e-3
+        video = None if pd.isna(row["video_uri"]) else row["video_uri"]
+        if video == "face.mp4":
+            assert row["description"].startswith("One person faces the camera, smiling") and pd.isna(row["error"])
+        elif video == "pattern.mp4":
+            assert row["description"].startswith("No face is visible")
+        elif video == "missing.mp4":
+            assert pd.isna(row["description"])
+            assert row["error"].startswith("video not described: cannot open ") and "missing.mp4" in row["error"]
+        else:
+            assert pd.isna(row["description"]) and pd.isna(row["error"])
+    # Described once each: the cache holds the two readable segments.
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 2
+
+
+@pytest.mark.engine
+def test_an_interrupted_run_resumes_without_redoing_rows(tiny_model, data_root, tmp_path):
+    manifest = tmp_path / "meld.csv"
+    lines = (data_root / "MELD" / "test_sent_emo.csv").read_text(encoding="utf-8").splitlines()
+    manifest.write_text("\n".join(lines[:1201]) + "\n", encoding="utf-8")
+    out = tmp_path / "labels.parquet"
+    args = ["--manifest", str(manifest), "--out", str(out), "--describer", "none", "--batch-size", "50",
+            "--rows-per-file", "50"]
+    first = _label(args, tiny_model)
+    deadline = time.monotonic() + 300
+    while len(list(out.glob("*.parquet"))) < 3:
+        assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(timeout=30)
+    summary = _summary(_label(args, tiny_model))
+    assert summary["rows"] == 1200 and 0 < summary["already_done"] < 1200
+    assert summary["labelled_now"] == 1200 - summary["already_done"]
+    written = pd.read_parquet(out, columns=["manifest_row"])["manifest_row"]
+    assert sorted(written) == list(range(1200))  # each row once

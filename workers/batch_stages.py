@@ -1,0 +1,90 @@
+"""The heavy stages of batch labelling, as Ray Data callable classes (one instance per actor).
+
+Both take and return pandas batches of manifest rows (see `pipeline.labelling.manifest`), and
+never raise for one bad row: a row's trouble goes into its `error` column.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from pipeline.errors import DialogueLLMError
+from pipeline.predictions import LabelRequest
+from pipeline.turns import Turn, VideoSegment
+from workers.engine_config import EngineConfig
+from workers.video.decoder import DecodeConfig
+
+_NO_END = 1e9  # a segment without an end: the whole file (the decoder stops at its last frame)
+
+
+class DescribeStage:
+    """Video segments to descriptions, through the on-disk description cache."""
+
+    def __init__(self, describer: str, decode: DecodeConfig, cache_dir: str, options: dict | None = None) -> None:
+        from pipeline.description_cache import DiskDescriptionCache
+        from workers.video.segment_describer import SegmentDescriber
+
+        self.worker = SegmentDescriber(describer, decode, **(options or {}))
+        self.cache = DiskDescriptionCache(cache_dir)
+
+    def __call__(self, batch: Any) -> Any:
+        from pipeline.description_cache import cache_key
+
+        descriptions, errors = list(batch["_description"]), list(batch["error"])
+        for i, (uri, start, end) in enumerate(zip(batch["_video_uri"], batch["_start"], batch["_end"])):
+            if _text(descriptions[i]) or not _text(uri):
+                continue
+            segment = VideoSegment(str(uri), float(start), _NO_END if _missing(end) else float(end))
+            key = cache_key(segment, self.worker.name, self.worker.version)
+            found = self.cache.get(key)
+            if found is None:
+                result = self.worker.describe(segment)
+                if result.description is None:
+                    errors[i] = f"video not described: {result.error}"
+                    continue
+                found = result.description
+                self.cache.put(key, found)
+            descriptions[i] = found.text
+        batch["_description"], batch["error"] = descriptions, errors
+        return batch
+
+
+class LabelStage:
+    """Rows to labels with one `EmotionEngine` (the same engine, prompts and scoring as serve and eval)."""
+
+    def __init__(self, config: EngineConfig, label_set: str) -> None:
+        from workers.engine import EmotionEngine
+
+        self.engine = EmotionEngine(config)
+        self.label_set = label_set
+
+    def __call__(self, batch: Any) -> Any:
+        requests = [
+            LabelRequest(Turn(str(c), int(t), str(s), str(x), None, _text(d)),
+                         tuple(Turn(str(c), -1, who, text) for who, text in json.loads(ctx)), self.label_set)
+            for c, t, s, x, d, ctx in zip(batch["_conversation_id"], batch["_turn_id"], batch["_speaker"],
+                                          batch["_text"], batch["_description"], batch["_context"])
+        ]
+        labels, confidences, probs, errors = [], [], [], list(batch["error"])
+        for i, answer in enumerate(self.engine.predict_each(requests)):
+            if isinstance(answer, DialogueLLMError):
+                labels.append(None), confidences.append(None), probs.append(None)
+                errors[i] = "; ".join(e for e in (errors[i], f"not labelled: {answer}") if e)
+                continue
+            labels.append(answer.label)
+            confidences.append(answer.confidence)
+            probs.append(json.dumps(answer.probs))
+        batch["label"], batch["confidence"], batch["probs"], batch["error"] = labels, confidences, probs, errors
+        batch["description"] = batch["_description"]
+        return batch
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string, or None (pandas gives NaN or None for a missing value)."""
+    return value if isinstance(value, str) and value else None
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
