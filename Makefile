@@ -3,7 +3,7 @@ PROFILE ?= cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench validate clean
 
 install: $(STAMP)
 
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -x -q
+
+validate: $(STAMP)
+	$(PY) deploy/validate/validate.py
 
 bench: $(STAMP)
 	$(VENV)/bin/dialoguellm bench engine --limit 128

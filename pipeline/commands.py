@@ -7,7 +7,7 @@ import json
 import sys
 
 from pipeline.cli import engine_arguments, engine_config
-from pipeline.datasets import DATASETS, SPLITS, load_dataset
+from pipeline.datasets import DATASETS, SPLITS, load_dataset, resolve_data_root
 from pipeline.errors import DataError
 
 
@@ -102,6 +102,12 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     t.set_defaults(run=run_bench_train)
     _bench_stream(which)
+    lb = which.add_parser("label", help="dialoguellm label over MELD test rows against the engine offline")
+    lb.add_argument("--limit", type=int, help="first N MELD test rows (default: all 2,610)")
+    lb.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
+    lb.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+    engine_arguments(lb)
+    lb.set_defaults(run=run_bench_label)
     v = which.add_parser("video", help="segment decoding in video actors against plain PyAV, and describer time")
     v.add_argument("--clips", type=int, default=4, help="generated clips of 30 s")
     v.add_argument("--workdir", help="where the clips are written (default: the temp folder)")
@@ -135,6 +141,16 @@ def run_bench_stream(args: argparse.Namespace) -> int:
         result = run_stream_benchmark(pool, config, requests, args.rate)
     finally:
         pool.shutdown()
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def run_bench_label(args: argparse.Namespace) -> int:
+    from pipeline.benchmarks.label_bench import run_label_benchmark
+
+    manifest = DATASETS["meld"].locate("test", resolve_data_root(args.data))
+    result = run_label_benchmark(engine_config(args), str(manifest), args.limit)
     if args.json:
         print(json.dumps(result))
     return 0

@@ -385,7 +385,7 @@ def video_pool(pool):
     from workers.video.actors import VideoPool, VideoPoolConfig
     from workers.video.decoder import DecodeConfig
 
-    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=4)))
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=4), cpus_per_actor=0.5))
     yield videos
     videos.shutdown()
 
@@ -417,3 +417,28 @@ def test_turns_with_video_are_described_and_a_broken_video_still_labelled(r, pre
     key = f"dialoguellm:descriptions:{cache_key(good, video_pool.describer, video_pool.version)}"
     assert r.exists(key)
     r.delete(key)
+
+
+def test_dead_letters_replayed_after_a_fix_are_labelled_once(r, prefix, pool, run_cli):
+    strict = config(prefix, max_text_chars=10)
+    texts = ["This sentence is too long for it.", "So is this one, clearly.", "ok"]
+    ids = [push_turn(r, "call-6", k, "Ann", text, stream=strict.in_stream) for k, text in enumerate(texts)]
+    with worker(strict, pool):
+        wait_for(r, strict, 3)
+    labels, dead = assert_exactly_once(r, strict, ids)
+    assert len(dead) == 2 and all("more than the limit of 10" in d.error for d in dead)
+
+    dry = run_cli("replay", "--redis", REDIS_URL, "--in-stream", strict.in_stream, "--dry-run")
+    assert dry.returncode == 0 and "would replay 2 entries" in dry.stdout and r.xlen(strict.dead_letter_stream) == 2
+    done = run_cli("replay", "--redis", REDIS_URL, "--in-stream", strict.in_stream, "--error-contains", "limit")
+    assert done.returncode == 0 and "replayed 2 entries" in done.stdout, done.stderr
+    assert r.xlen(strict.dead_letter_stream) == 0
+
+    fixed = config(prefix, max_text_chars=2000)  # the fix: a worker that takes longer texts
+    with worker(fixed, pool):
+        wait_for(r, fixed, 3)
+    labels, dead = outputs(r, fixed)
+    assert dead == [] and sorted(x.turn_id for x in labels) == [0, 1, 2]  # each turn labelled once
+    assert len({x.source_id for x in labels}) == 3
+    again = run_cli("replay", "--redis", REDIS_URL, "--in-stream", strict.in_stream)
+    assert "replayed 0 entries" in again.stdout

@@ -196,7 +196,8 @@ def test_video_actors_describe_a_batch_in_order(videos, astronaut_video):
 
     from workers.video.actors import VideoPool, VideoPoolConfig
 
-    pool = VideoPool(VideoPoolConfig("cpu", actors=2, decode=DecodeConfig(frames=4)))
+    # Half a CPU each: the session's engine actor holds one of Ray's two here.
+    pool = VideoPool(VideoPoolConfig("cpu", actors=2, decode=DecodeConfig(frames=4), cpus_per_actor=0.5))
     try:
         segments = [VideoSegment(str(astronaut_video), 0, 1), VideoSegment(str(videos["garbage"]), 0, 1),
                     VideoSegment(str(videos["mpeg4-25"]), 0, 1), VideoSegment(str(astronaut_video), 1, 1)]

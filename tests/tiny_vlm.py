@@ -1,12 +1,17 @@
 """A tiny random Qwen2-VL built at test time: a BPE tokenizer trained on MELD text with the
 Qwen2-VL special tokens, a 1-layer text model (head_dim 64, since vLLM's CPU attention rejects
-smaller heads), a 1-block vision tower and a processor that caps images at a few patches.
+smaller heads), a 1-block vision tower and an image processor that caps images at 4 merged
+patches. Saved as tokenizer + chat template + preprocessor_config.json (what `Qwen2VLProcessor`
+loads from), a few MB, built in seconds.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
@@ -78,3 +83,81 @@ def build_tiny_qwen2_vl(folder: Path, meld_train: Path | None = None, seed: int 
     tokenizer.save_pretrained(folder)
     image_processor.save_pretrained(folder)
     return folder
+
+
+@contextmanager
+def qwen2_vl_without_torchvision() -> Iterator[None]:
+    """Let vLLM run Qwen2-VL in this process where torchvision is absent (the CPU install removes it:
+    PyPI's builds do not load against the CPU torch). A no-op where torchvision imports.
+
+    Three things need torchvision there: vLLM's qwen2_vl module imports `smart_resize` from
+    transformers' torchvision image processor (aliased here to the PIL one, which has the same
+    function); vLLM inspects model classes in a child process (so the class is registered in this
+    process instead); and `Qwen2VLProcessor` always loads a video processor (replaced by a stub
+    that refuses videos; images only). The engine must run in this process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0).
+    """
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        yield
+        return
+
+    import importlib
+    import sys
+
+    from transformers import AutoTokenizer, Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin, VideosKwargs
+
+    torch_name = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
+    pil = importlib.import_module("transformers.models.qwen2_vl.image_processing_pil_qwen2_vl")
+    saved_module = sys.modules.get(torch_name)
+    sys.modules[torch_name] = pil
+
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.qwen2_vl import Qwen2VLForConditionalGeneration
+
+    arch = "Qwen2VLForConditionalGeneration"
+    saved_model = ModelRegistry.models.get(arch)
+    ModelRegistry.register_model(arch, Qwen2VLForConditionalGeneration)
+
+    class NoVideoProcessor:
+        valid_kwargs = VideosKwargs
+        merge_size = 2
+        patch_size = 14
+        temporal_patch_size = 2
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("no video processor here (torchvision is not installed)")
+
+    check = ProcessorMixin.check_argument_for_proper_class
+    saved_from_pretrained = Qwen2VLProcessor.__dict__.get("from_pretrained")  # usually inherited
+
+    def check_argument(self: Any, name: str, argument: Any) -> Any:
+        if isinstance(argument, NoVideoProcessor):
+            return NoVideoProcessor
+        return check(self, name, argument)
+
+    def from_pretrained(cls: type, path: str, *args: Any, **kwargs: Any) -> Any:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(image_processor=pil.Qwen2VLImageProcessorPil.from_pretrained(path), tokenizer=tokenizer,
+                   video_processor=NoVideoProcessor(), chat_template=tokenizer.chat_template)
+
+    ProcessorMixin.check_argument_for_proper_class = check_argument
+    Qwen2VLProcessor.from_pretrained = classmethod(from_pretrained)
+    try:
+        yield
+    finally:
+        ProcessorMixin.check_argument_for_proper_class = check
+        if saved_from_pretrained is None:
+            del Qwen2VLProcessor.from_pretrained
+        else:
+            Qwen2VLProcessor.from_pretrained = saved_from_pretrained
+        if saved_model is not None:
+            ModelRegistry.models[arch] = saved_model
+        if saved_module is None:
+            sys.modules.pop(torch_name, None)
+        else:
+            sys.modules[torch_name] = saved_module

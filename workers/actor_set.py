@@ -39,11 +39,20 @@ class ActorSet:
         finally:
             self._inflight[i] -= 1
 
-    def first_answers(self, method: str) -> list[Any]:
-        """`method()` of every actor, waited for (start-up failures raise here)."""
+    def first_answers(self, method: str, timeout_s: float = 600) -> list[Any]:
+        """`method()` of every actor, waited for (start-up failures raise here, and so does a
+        cluster that cannot place the actors within `timeout_s`)."""
         import ray
 
-        return ray.get([getattr(a, method).remote() for a in self.actors])
+        from pipeline.errors import DialogueLLMError
+
+        try:
+            return ray.get([getattr(a, method).remote() for a in self.actors], timeout=timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.shutdown()
+            raise DialogueLLMError(
+                f"{len(self._inflight)} actor(s) not started within {timeout_s:.0f} s: the Ray cluster lacks the "
+                f"resources they ask for (free now: {ray.available_resources()})") from None
 
     def shutdown(self) -> None:
         import ray

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.errors import DialogueLLMError
 from pipeline.predictions import LabelRequest
 from pipeline.turns import Turn, VideoSegment
+from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
 from workers.video.decoder import DecodeConfig
 
@@ -55,18 +56,14 @@ class LabelStage:
     """Rows to labels with one `EmotionEngine` (the same engine, prompts and scoring as serve and eval)."""
 
     def __init__(self, config: EngineConfig, label_set: str) -> None:
+        torch_threads_for_cpu_actor()
         from workers.engine import EmotionEngine
 
         self.engine = EmotionEngine(config)
         self.label_set = label_set
 
     def __call__(self, batch: Any) -> Any:
-        requests = [
-            LabelRequest(Turn(str(c), int(t), str(s), str(x), None, _text(d)),
-                         tuple(Turn(str(c), -1, who, text) for who, text in json.loads(ctx)), self.label_set)
-            for c, t, s, x, d, ctx in zip(batch["_conversation_id"], batch["_turn_id"], batch["_speaker"],
-                                          batch["_text"], batch["_description"], batch["_context"])
-        ]
+        requests = label_requests(batch, self.label_set)
         labels, confidences, probs, errors = [], [], [], list(batch["error"])
         for i, answer in enumerate(self.engine.predict_each(requests)):
             if isinstance(answer, DialogueLLMError):
@@ -79,6 +76,16 @@ class LabelStage:
         batch["label"], batch["confidence"], batch["probs"], batch["error"] = labels, confidences, probs, errors
         batch["description"] = batch["_description"]
         return batch
+
+
+def label_requests(batch: Any, label_set: str) -> list[LabelRequest]:
+    """The engine requests for a batch of manifest rows (their context already gathered)."""
+    return [
+        LabelRequest(Turn(str(c), int(t), str(s), str(x), None, _text(d)),
+                     tuple(Turn(str(c), -1, who, text) for who, text in json.loads(ctx)), label_set)
+        for c, t, s, x, d, ctx in zip(batch["_conversation_id"], batch["_turn_id"], batch["_speaker"],
+                                      batch["_text"], batch["_description"], batch["_context"])
+    ]
 
 
 def _text(value: Any) -> str | None:

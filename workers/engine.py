@@ -15,6 +15,7 @@ from pipeline.errors import AdapterError, DialogueLLMError
 from pipeline.predictions import LabelRequest, Prediction
 from pipeline.prompter import Prompter
 from workers.adapters import BASE_MODEL, AdapterInfo, check_adapter
+from workers.cpu_threads import bind_cpu_threads
 from workers.decoding import ScoringItem, get_mode
 from workers.engine_config import EngineConfig
 from workers.model_store import resolve_model
@@ -164,20 +165,10 @@ def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
         kwargs.update(block_size=config.block_size or _CPU_BLOCK_SIZE)
     if on_cpu:
         kwargs.update(kv_cache_memory_bytes=int(config.kv_cache_gib * _GIB), enforce_eager=True)
-        _bind_cpu_threads(config.cpu_threads)
+        bind_cpu_threads(config.cpu_threads)
         # One process instead of three: starts in about half the time on small machines, and
         # computes as fast, since a CPU engine has no device to overlap with.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     else:
         kwargs.update(gpu_memory_utilization=config.gpu_memory_utilization)
     return LLM(**kwargs)
-
-
-def _bind_cpu_threads(cpu_threads: str) -> None:
-    """Tell vLLM's CPU worker which cores to compute on (read by the engine's child processes)."""
-    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
-        return
-    if cpu_threads == "all":
-        cpu_threads = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")

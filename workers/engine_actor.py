@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.errors import DialogueLLMError
 from pipeline.predictions import LabelRequest, Prediction
+from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
 
 
@@ -19,6 +20,7 @@ class EngineActor:
     """Holds the engine; made a Ray actor by `EnginePool` (no Ray import needed here)."""
 
     def __init__(self, config: EngineConfig) -> None:
+        torch_threads_for_cpu_actor()
         from workers.engine import EmotionEngine
 
         self.engine = EmotionEngine(config)

@@ -244,4 +244,35 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-REGISTRY = (_serve, _push, _tail, _demo)
+def _replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="put dead-lettered entries back on the input stream (after a fix)")
+    _redis_argument(p)
+    p.add_argument("--in-stream", default=DEFAULT_IN_STREAM, help="input stream (default: %(default)s)")
+    p.add_argument("--dead-stream", help="dead-letter stream (default: IN_STREAM:dead)")
+    p.add_argument("--id", action="append", dest="ids", metavar="SOURCE_ID",
+                   help="only the entry with this source_id (repeatable)")
+    p.add_argument("--error-contains", metavar="TEXT", help="only entries whose error contains TEXT")
+    p.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
+    p.set_defaults(run=run_replay)
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import redis
+
+    from pipeline.stream.replay import replay_dead_letters
+
+    dead = args.dead_stream or f"{args.in_stream}:dead"
+    ids = set(args.ids or ())
+
+    def keep(letter) -> bool:
+        return (not ids or letter.source_id in ids) and (args.error_contains or "") in letter.error
+
+    replayed = replay_dead_letters(redis.Redis.from_url(args.redis), dead, args.in_stream, keep, args.dry_run)
+    for r in replayed:
+        target = "(dry run)" if r.new_id is None else f"-> {r.new_id}"
+        print(f"{r.source_id} {target}  was: {r.error}")
+    print(f"{'would replay' if args.dry_run else 'replayed'} {len(replayed)} entries from {dead} to {args.in_stream}")
+    return 0
+
+
+REGISTRY = (_serve, _push, _tail, _demo, _replay)

@@ -11,6 +11,7 @@ from typing import Any
 
 from pipeline.descriptions import Description
 from pipeline.errors import ConfigError
+from workers.cpu_threads import bind_cpu_threads
 from workers.video.decoder import SegmentFrames
 
 PROMPT = (
@@ -19,6 +20,11 @@ PROMPT = (
     "expression, gaze, gestures and body posture, and the scene. Describe only what is visible; "
     "do not guess the words."
 )
+
+# On vLLM's CPU build (as workers/engine.py): a fixed KV cache instead of a memory fraction,
+# 32-token blocks, no graph capture, and compute on every core of this process.
+_CPU_KV_CACHE_BYTES = 1 << 30
+_CPU_BLOCK_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -43,13 +49,19 @@ class VLMDescriber:
 
     def __init__(self, config: VLMConfig = VLMConfig()) -> None:
         from vllm import LLM
+        from vllm.platforms import current_platform
 
         self.config = config
         prompt_id = hashlib.sha256(config.prompt.encode()).hexdigest()[:8]
         self.version = f"{config.model}|{prompt_id}|t{config.max_tokens}"
-        self.llm = LLM(model=config.model, max_model_len=config.max_model_len, dtype=config.dtype,
-                       limit_mm_per_prompt={"image": config.max_images},
-                       gpu_memory_utilization=config.gpu_memory_utilization)
+        kwargs: dict[str, Any] = dict(model=config.model, max_model_len=config.max_model_len, dtype=config.dtype,
+                                      limit_mm_per_prompt={"image": config.max_images, "video": 0})
+        if current_platform.is_cpu():
+            kwargs.update(kv_cache_memory_bytes=_CPU_KV_CACHE_BYTES, block_size=_CPU_BLOCK_SIZE, enforce_eager=True)
+            bind_cpu_threads("all")
+        else:
+            kwargs.update(gpu_memory_utilization=config.gpu_memory_utilization)
+        self.llm = LLM(**kwargs)
 
     def describe(self, frames: SegmentFrames) -> Description:
         return self.describe_many([frames])[0]

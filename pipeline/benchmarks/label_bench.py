@@ -1,0 +1,73 @@
+"""`dialoguellm bench label`: `dialoguellm label` over the MELD test rows (text only) against the
+same engine labelling the same prompts offline, in one run.
+
+(a) offline: an `EmotionEngine` in this process, the rows' requests in batches of 256;
+(b) the batch job: Ray Data, one engine actor, Parquet written, timed from the job's start to its
+    end (engine start-up included: what a user waits for), and in steady state: the rows after
+    the first output file over the time from the first file to the last (start-up excluded).
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+OFFLINE_BATCH = 256
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = None) -> dict[str, Any]:
+    from pipeline.labelling.job import LabelJob, prepare, run_label_job
+    from workers.batch_stages import label_requests
+    from workers.engine import EmotionEngine
+
+    folder = Path(tempfile.mkdtemp(prefix="dialoguellm-bench-label-"))
+    if limit:
+        lines = Path(manifest).read_text(encoding="utf-8").splitlines()
+        (folder / "manifest.csv").write_text("\n".join(lines[: limit + 1]) + "\n", encoding="utf-8")
+        manifest = str(folder / "manifest.csv")
+    job = LabelJob(manifest=manifest, out=str(folder / "labels.parquet"), describer="none")
+    _, rows = prepare(job, engine_config.context_turns)
+    rows["_description"] = None
+    requests = label_requests(rows, job.label_set)
+    _log(f"bench label: {len(requests)} MELD test rows, text only")
+
+    engine = EmotionEngine(engine_config)
+    engine.warm_up()
+    start = time.perf_counter()
+    for i in range(0, len(requests), OFFLINE_BATCH):
+        engine.predict_each(requests[i:i + OFFLINE_BATCH])
+    offline = len(requests) / (time.perf_counter() - start)
+    _log(f"  (a) engine offline, batches of {OFFLINE_BATCH}: {offline:.2f} turns/s")
+    del engine
+    gc.collect()
+
+    start = time.perf_counter()
+    summary = run_label_job(job, engine_config)
+    took = time.perf_counter() - start
+    rate = summary["labelled_now"] / took
+    steady = _steady_rate(Path(job.out))
+    result = {"rows": summary["rows"], "label_rows_per_s": round(rate, 2), "offline_turns_per_s": round(offline, 2),
+              "ratio": round(rate / offline, 3), "seconds": round(took, 1),
+              "steady_rows_per_s": round(steady, 2), "steady_ratio": round(steady / offline, 3)}
+    _log(f"  (b) dialoguellm label (Ray Data, 1 engine actor, start-up included): {rate:.2f} rows/s in {took:.0f} s "
+         f"= {result['ratio']:.2f}x (a); steady state {steady:.2f} rows/s = {result['steady_ratio']:.2f}x (a)")
+    return result
+
+
+def _steady_rate(out: Path) -> float:
+    """Rows written after the first file, over the time from the first file to the last."""
+    import pyarrow.parquet as pq
+
+    files = sorted(out.glob("*.parquet"), key=lambda p: p.stat().st_mtime)
+    if len(files) < 2:
+        return float("nan")
+    rows = sum(pq.read_metadata(f).num_rows for f in files[1:])
+    return rows / (files[-1].stat().st_mtime - files[0].stat().st_mtime)
