@@ -144,7 +144,7 @@ class DeadLetter:
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> DeadLetter:
-        text = lambda name: _as_str(_field(fields, name))  # noqa: E731
+        text = lambda name: as_text(_field(fields, name))  # noqa: E731
         return cls(_field(fields, PAYLOAD) or b"", text("source_id"), text("error"), int(text("deliveries")))
 
 
@@ -153,7 +153,7 @@ def original_payload(fields: Mapping[Any, Any]) -> bytes:
     payload = _field(fields, PAYLOAD)
     if payload is not None:
         return payload if isinstance(payload, bytes) else str(payload).encode()
-    return msgpack.packb({_as_str(k): v for k, v in fields.items()}, use_bin_type=True)
+    return msgpack.packb({as_text(k): v for k, v in fields.items()}, use_bin_type=True)
 
 
 def entry_time_ms(entry_id: str) -> int:
@@ -165,7 +165,8 @@ def _field(fields: Mapping[Any, Any], name: str) -> Any:
     return fields.get(name.encode(), fields.get(name))
 
 
-def _as_str(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply (bytes, or str with decode_responses) as str."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 

@@ -18,7 +18,7 @@ from collections import Counter
 import msgpack
 import pytest
 
-from pipeline.stream.client import push_turn, read_labels
+from pipeline.stream.client import delete_keys, push_turn, read_labels
 from pipeline.stream.config import StreamConfig
 from pipeline.turns import VideoSegment
 from pipeline.wire import PAYLOAD, DeadLetter, LabelMessage, TurnMessage
@@ -41,9 +41,7 @@ def r():
 def prefix(r):
     name = f"test:{uuid.uuid4().hex[:10]}"
     yield name
-    keys = list(r.scan_iter(f"{name}:*", count=1000))
-    for i in range(0, len(keys), 1000):
-        r.delete(*keys[i:i + 1000])
+    delete_keys(r, f"{name}:*")
 
 
 @pytest.fixture(scope="session")

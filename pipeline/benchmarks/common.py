@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -45,3 +46,8 @@ class ModelShape:
         """A forward pass over `tokens` prompt tokens with the vocabulary head on the last one."""
         return (2 * self.non_embedding_params * tokens + 2 * self.layers * tokens**2 * self.hidden
                 + 2 * self.hidden * self.vocab)
+
+
+def log(message: str) -> None:
+    """Progress and figures on stderr (stdout keeps the JSON line)."""
+    print(message, file=sys.stderr, flush=True)

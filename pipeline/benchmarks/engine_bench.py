@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import gc
 import os
-import sys
 import time
 from dataclasses import replace
 from typing import Any
 
 from pipeline.datasets import load_dataset
 from pipeline.evaluation import label_requests
-from pipeline.benchmarks.common import ModelShape, matmul_gflops
+from pipeline.benchmarks.common import ModelShape, log, matmul_gflops
 
 WARMUP_TURNS = 32
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def transformers_baseline(model_dir: str, prompts: list[str], max_new_tokens: int = 4) -> float:
@@ -77,11 +73,11 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     shape = ModelShape.of(model_dir)
     flops = sum(shape.prompt_flops(t) for t in tokens)
 
-    _log(f"bench engine: {len(prompts)} MELD test turns, {sum(tokens) / len(tokens):.0f} prompt tokens each")
+    log(f"bench engine: {len(prompts)} MELD test turns, {sum(tokens) / len(tokens):.0f} prompt tokens each")
     matmul = matmul_gflops()
-    _log(f"  fp32 matmul: {matmul:.0f} GFLOP/s")
+    log(f"  fp32 matmul: {matmul:.0f} GFLOP/s")
     baseline = transformers_baseline(model_dir, prompts)
-    _log(f"  (a) transformers generate: {baseline:.2f} turns/s")
+    log(f"  (a) transformers generate: {baseline:.2f} turns/s")
 
     engine = EmotionEngine(config)
     engine.predict_prompts(warm_prompts, "meld")

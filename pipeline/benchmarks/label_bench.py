@@ -10,17 +10,14 @@ same engine labelling the same prompts offline, in one run.
 from __future__ import annotations
 
 import gc
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from pipeline.benchmarks.common import log
 
 OFFLINE_BATCH = 256
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = None) -> dict[str, Any]:
@@ -37,7 +34,7 @@ def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = N
     _, rows = prepare(job, engine_config.context_turns)
     rows["_description"] = None
     requests = label_requests(rows, job.label_set)
-    _log(f"bench label: {len(requests)} MELD test rows, text only")
+    log(f"bench label: {len(requests)} MELD test rows, text only")
 
     engine = EmotionEngine(engine_config)
     engine.warm_up()
@@ -45,7 +42,7 @@ def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = N
     for i in range(0, len(requests), OFFLINE_BATCH):
         engine.predict_each(requests[i:i + OFFLINE_BATCH])
     offline = len(requests) / (time.perf_counter() - start)
-    _log(f"  (a) engine offline, batches of {OFFLINE_BATCH}: {offline:.2f} turns/s")
+    log(f"  (a) engine offline, batches of {OFFLINE_BATCH}: {offline:.2f} turns/s")
     del engine
     gc.collect()
 
@@ -57,7 +54,7 @@ def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = N
     result = {"rows": summary["rows"], "label_rows_per_s": round(rate, 2), "offline_turns_per_s": round(offline, 2),
               "ratio": round(rate / offline, 3), "seconds": round(took, 1),
               "steady_rows_per_s": round(steady, 2), "steady_ratio": round(steady / offline, 3)}
-    _log(f"  (b) dialoguellm label (Ray Data, 1 engine actor, start-up included): {rate:.2f} rows/s in {took:.0f} s "
+    log(f"  (b) dialoguellm label (Ray Data, 1 engine actor, start-up included): {rate:.2f} rows/s in {took:.0f} s "
          f"= {result['ratio']:.2f}x (a); steady state {steady:.2f} rows/s = {result['steady_ratio']:.2f}x (a)")
     return result
 

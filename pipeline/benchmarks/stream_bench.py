@@ -10,7 +10,6 @@ before each run, so neither reuses the other's prompts.
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections import Counter
@@ -20,12 +19,10 @@ from pipeline.datasets import load_dataset
 from pipeline.predictions import LabelRequest
 from pipeline.stream.config import StreamConfig
 from pipeline.wire import LabelMessage, TurnMessage, entry_time_ms
+from pipeline.benchmarks.common import log
 
 OFFLINE_BATCH = 256
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def stream_requests(data: str | None, z: int, limit: int | None) -> list[LabelRequest]:
@@ -49,16 +46,17 @@ def run_stream_benchmark(pool: Any, config: StreamConfig, requests: list[LabelRe
     import ray
     import redis
 
+    from pipeline.stream.client import delete_keys
     from pipeline.stream.runner import BackgroundWorker
 
     actor = pool.actors.actors[0]
-    _log(f"bench stream: {len(requests)} MELD test turns, model {pool.model}")
+    log(f"bench stream: {len(requests)} MELD test turns, model {pool.model}")
     ray.get(actor.reset_prefix_cache.remote())
     start = time.perf_counter()
     for i in range(0, len(requests), OFFLINE_BATCH):
         ray.get(actor.label.remote(requests[i:i + OFFLINE_BATCH]))
     offline = len(requests) / (time.perf_counter() - start)
-    _log(f"  offline (engine, batches of {OFFLINE_BATCH}): {offline:.2f} turns/s")
+    log(f"  offline (engine, batches of {OFFLINE_BATCH}): {offline:.2f} turns/s")
 
     ray.get(actor.reset_prefix_cache.remote())
     client = redis.Redis.from_url(config.redis_url)
@@ -72,9 +70,8 @@ def run_stream_benchmark(pool: Any, config: StreamConfig, requests: list[LabelRe
         entries = client.xrange(config.out_stream)
         dead = client.xrange(config.dead_letter_stream)
     finally:
-        keys = list(client.scan_iter(f"{config.in_stream}*", count=1000)) + [config.out_stream]
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i:i + 1000])
+        delete_keys(client, f"{config.in_stream}*")
+        client.delete(config.out_stream)
     labels = [LabelMessage.decode(f) for _, f in entries]
     seen = Counter([x.source_id for x in labels] + [f[b"source_id"].decode() for _, f in dead])
     elapsed_s = (entry_time_ms(entries[-1][0].decode()) - entry_time_ms(ids[0])) / 1000
@@ -87,7 +84,7 @@ def run_stream_benchmark(pool: Any, config: StreamConfig, requests: list[LabelRe
         "p99_ms": round(_percentile(latencies, 0.99), 1), "lost": len(set(ids) - set(seen)),
         "duplicated": sum(n - 1 for n in seen.values() if n > 1), "dead_lettered": len(dead),
     }
-    _log(f"  stream (push → worker → labels, batch {config.batch_size}): {stream:.2f} turns/s = "
+    log(f"  stream (push → worker → labels, batch {config.batch_size}): {stream:.2f} turns/s = "
          f"{result['ratio']:.2f}x offline; latency p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms; "
          f"lost {result['lost']}, duplicated {result['duplicated']}, dead-lettered {len(dead)}")
     return result

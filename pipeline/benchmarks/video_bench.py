@@ -13,17 +13,14 @@ frames/s is the video covered (the segments' frames) per second, the same numera
 from __future__ import annotations
 
 import asyncio
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from pipeline.turns import VideoSegment
+from pipeline.benchmarks.common import log
 
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def make_clips(folder: Path, clips: int, seconds: float) -> list[Path]:
@@ -61,7 +58,7 @@ def run_video_benchmark(clips: int = 4, clip_s: float = 30.0, segment_s: float =
     paths = make_clips(folder, clips, clip_s)
     segments = [VideoSegment(str(p), i * segment_s, (i + 1) * segment_s)
                 for p in paths for i in range(int(clip_s // segment_s))]
-    _log(f"bench video: {len(segments)} segments of {segment_s:.0f} s from {clips} clips of {clip_s:.0f} s "
+    log(f"bench video: {len(segments)} segments of {segment_s:.0f} s from {clips} clips of {clip_s:.0f} s "
          "(640x480 H.264, 30 fps)")
     plain_pyav(segments[:2])
     start = time.perf_counter()
@@ -70,7 +67,7 @@ def run_video_benchmark(clips: int = 4, clip_s: float = 30.0, segment_s: float =
     result: dict[str, Any] = {"segments": len(segments), "frames_decoded": frames,
                               "pyav_segments_per_s": round(len(segments) / baseline, 2),
                               "pyav_frames_per_s": round(frames / baseline, 1)}
-    _log(f"  (a) plain PyAV, this process: {len(segments) / baseline:.2f} segments/s, {frames / baseline:.0f} frames/s")
+    log(f"  (a) plain PyAV, this process: {len(segments) / baseline:.2f} segments/s, {frames / baseline:.0f} frames/s")
     for actors in (1, 2):
         pool = VideoPool(VideoPoolConfig("cpu", actors=actors))
         try:
@@ -86,14 +83,14 @@ def run_video_benchmark(clips: int = 4, clip_s: float = 30.0, segment_s: float =
         result[f"actors_{actors}_segments_per_s"] = round(len(segments) / took, 2)
         result[f"actors_{actors}_frames_per_s"] = round(frames / took, 1)
         result[f"actors_{actors}_frames_decoded"] = ours
-        _log(f"  (b) our decoder, {actors} actor(s): {len(segments) / took:.2f} segments/s, {frames / took:.0f} "
+        log(f"  (b) our decoder, {actors} actor(s): {len(segments) / took:.2f} segments/s, {frames / took:.0f} "
              f"frames/s of video covered ({ours} of its {frames} frames decoded) = {baseline / took:.2f}x (a)")
     result["ratio_1_actor"] = round(result["actors_1_segments_per_s"] / result["pyav_segments_per_s"], 3)
     result["gain_2_actors"] = round(result["actors_2_segments_per_s"] / result["actors_1_segments_per_s"], 3)
     ok = [d for d in described if d.description]
     result["describe_ms_per_segment"] = round(1000 * sum(d.describe_s for d in ok) / max(1, len(ok)), 1)
     result["decode_ms_per_segment"] = round(1000 * sum(d.decode_s for d in ok) / max(1, len(ok)), 1)
-    _log(f"  (c) cpu describer: {result['describe_ms_per_segment']:.0f} ms a segment (8 frames), after "
+    log(f"  (c) cpu describer: {result['describe_ms_per_segment']:.0f} ms a segment (8 frames), after "
          f"{result['decode_ms_per_segment']:.0f} ms decoding; e.g. \"{ok[0].text if ok else '-'}\"")
-    _log(f"  2 actors / 1 actor: {result['gain_2_actors']:.2f}x")
+    log(f"  2 actors / 1 actor: {result['gain_2_actors']:.2f}x")
     return result

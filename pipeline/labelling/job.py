@@ -9,7 +9,6 @@ unreadable: it is removed at the next start and its rows are done again.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,7 +157,3 @@ def read_labels(out: str | Path) -> Any:
     import pandas as pd
 
     return pd.read_parquet(out).sort_values(ROW).reset_index(drop=True)
-
-
-def probs_of(row: Any) -> dict[str, float]:
-    return json.loads(row["probs"]) if row["probs"] else {}

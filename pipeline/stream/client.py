@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM
 from pipeline.turns import Conversation, VideoSegment
-from pipeline.wire import LabelMessage, TurnMessage
+from pipeline.wire import LabelMessage, TurnMessage, as_text
 
 
 def push_turn(
@@ -25,8 +25,7 @@ def push_turn(
 ) -> str:
     """Add one turn to the input stream; returns its entry id (the `source_id` of its label)."""
     message = TurnMessage(conversation_id, turn_id, speaker, text, video, description, adapter, label_set)
-    entry_id = redis.xadd(stream, message.encode())
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return as_text(redis.xadd(stream, message.encode()))
 
 
 def push_conversation(redis: Any, conversation: Conversation, stream: str = DEFAULT_IN_STREAM,
@@ -35,7 +34,7 @@ def push_conversation(redis: Any, conversation: Conversation, stream: str = DEFA
     pipe = redis.pipeline(transaction=False)
     for turn in conversation.turns:
         pipe.xadd(stream, TurnMessage.from_turn(turn, conversation.label_set, adapter).encode())
-    return [i.decode() if isinstance(i, bytes) else i for i in pipe.execute()]
+    return [as_text(i) for i in pipe.execute()]
 
 
 def read_labels(
@@ -45,6 +44,14 @@ def read_labels(
     first, waiting up to `block_ms` for the first; pass the last id back to read on."""
     reply = redis.xread({stream: after}, count=count, block=block_ms)
     return [
-        (entry_id.decode() if isinstance(entry_id, bytes) else entry_id, LabelMessage.decode(fields))
+        (as_text(entry_id), LabelMessage.decode(fields))
         for _, entries in reply or () for entry_id, fields in entries
     ]
+
+
+def delete_keys(redis: Any, pattern: str) -> int:
+    """Delete every key matching `pattern` (SCAN, then DEL in chunks); returns how many."""
+    keys = list(redis.scan_iter(pattern, count=1000))
+    for i in range(0, len(keys), 1000):
+        redis.delete(*keys[i:i + 1000])
+    return len(keys)

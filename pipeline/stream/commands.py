@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import uuid
 
@@ -208,7 +207,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import redis
 
     from pipeline.datasets import load_dataset
-    from pipeline.stream.client import push_conversation, read_labels
+    from pipeline.stream.client import delete_keys, push_conversation, read_labels
     from pipeline.stream.embedded_redis import redis_or_embedded
     from pipeline.stream.runner import BackgroundWorker
 
@@ -240,7 +239,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"worker stopped cleanly: {seen} turns labelled, {dead} dead-lettered", flush=True)
     finally:
         pool.shutdown()
-        client.delete(*[k for k in client.scan_iter(f"{prefix}:*")] or [prefix])
+        delete_keys(client, f"{prefix}:*")
     return 0
 
 

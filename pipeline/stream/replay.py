@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.wire import PAYLOAD, DeadLetter
+from pipeline.wire import PAYLOAD, DeadLetter, as_text
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def replay_dead_letters(redis: Any, dead_stream: str, in_stream: str, keep: Call
         if not entries:
             return done
         for entry_id, fields in entries:
-            entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            entry_id = as_text(entry_id)
             letter = DeadLetter.decode(fields)
             if not keep(letter):
                 continue
@@ -44,7 +44,6 @@ def replay_dead_letters(redis: Any, dead_stream: str, in_stream: str, keep: Call
                 pipe = redis.pipeline(transaction=True)
                 pipe.xadd(in_stream, {PAYLOAD: letter.payload, "replay_of": letter.source_id})
                 pipe.xdel(dead_stream, entry_id)
-                new_id = pipe.execute()[0]
-                new_id = new_id.decode() if isinstance(new_id, bytes) else new_id
+                new_id = as_text(pipe.execute()[0])
             done.append(Replayed(entry_id, letter.source_id, new_id, letter.error))
         after = entry_id

@@ -13,7 +13,7 @@ from typing import Any
 
 from pipeline.stream.ack_policy import Action, Decision
 from pipeline.stream.config import StreamConfig
-from pipeline.wire import DeadLetter, LabelMessage, original_payload
+from pipeline.wire import DeadLetter, LabelMessage, as_text, original_payload
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class StreamIO:
             {self.config.in_stream: self._pending_cursor if pending else ">"},
             count=count, block=None if pending else block_ms,
         )
-        raw = [(_text(i), f) for _, entries in reply or () for i, f in entries]
+        raw = [(as_text(i), f) for _, entries in reply or () for i, f in entries]
         if pending:
             self._pending_cursor = raw[-1][0] if raw else self._pending_cursor
             return await self._with_deliveries(raw)
@@ -77,19 +77,20 @@ class StreamIO:
             self.config.in_stream, self.config.group, self.config.consumer,
             min_idle_time=self.config.claim_idle_ms, start_id=self._claim_cursor, count=count,
         )
-        self._claim_cursor = _text(reply[0])
+        self._claim_cursor = as_text(reply[0])
         self.more_to_claim = self._claim_cursor != "0-0"
-        return await self._with_deliveries([(_text(i), f) for i, f in reply[1]])
+        return await self._with_deliveries([(as_text(i), f) for i, f in reply[1]])
 
     async def _with_deliveries(self, raw: Sequence[tuple[str, dict | None]]) -> list[Entry]:
         if not raw:
             return []
-        ids = [i for i, _ in raw]
-        pending = await self.redis.xpending_range(
-            self.config.in_stream, self.config.group, min=min(ids, key=_order), max=max(ids, key=_order),
-            count=len(ids) + 1000, consumername=self.config.consumer,
-        )
-        counts = {_text(p["message_id"]): int(p["times_delivered"]) for p in pending}
+        # One exact XPENDING per entry (pipelined): a range over the batch could hold other entries.
+        pipe = self.redis.pipeline(transaction=False)
+        for i, _ in raw:
+            pipe.xpending_range(self.config.in_stream, self.config.group, min=i, max=i, count=1,
+                                consumername=self.config.consumer)
+        counts = {as_text(p["message_id"]): int(p["times_delivered"])
+                  for reply in await pipe.execute() for p in reply}
         return [Entry(i, f or None, counts.get(i, 1)) for i, f in raw]
 
     async def pending_count(self) -> int:
@@ -105,7 +106,7 @@ class StreamIO:
         if not ids:
             return {}
         values = await self.redis.hmget(self._errors_key, list(ids))
-        return {i: _text(v) for i, v in zip(ids, values) if v is not None}
+        return {i: as_text(v) for i, v in zip(ids, values) if v is not None}
 
     async def commit(self, outcomes: Sequence[Outcome]) -> int:
         """Write and acknowledge every non-retry outcome atomically; returns how many were new."""
@@ -143,12 +144,3 @@ class StreamIO:
         letter = DeadLetter(original_payload(entry.fields) if entry.fields else b"", entry.id,
                             outcome.decision.reason, entry.deliveries)
         pipe.xadd(self.config.dead_letter_stream, letter.encode())
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _order(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)

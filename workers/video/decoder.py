@@ -72,8 +72,6 @@ class SegmentDecoder:
 
     def decode(self, segment: VideoSegment) -> SegmentFrames:
         """The segment's sampled frames, or `VideoError` saying why there are none."""
-        import av
-
         if segment.end <= segment.start:
             raise VideoError(f"zero-length segment ({segment.start}s to {segment.end}s)")
         try:
