@@ -1,24 +1,16 @@
-"""Training examples: the serving prompt plus the label's tokens, loss on the answer only."""
+"""Training examples: the serving prompt's token ids and the gold label, for every labelled turn."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from pipeline.datasets import load_dataset
+from pipeline.errors import PromptTooLongError
 from pipeline.evaluation import label_requests
 from pipeline.predictions import LabelRequest
 from pipeline.prompter import Prompter
 from training.config import DataSource
-
-IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class TokenizedExample:
-    input_ids: list[int]
-    labels: list[int]
+from training.objectives import Example
 
 
 def requests_from(sources: Sequence[DataSource], context_turns: int) -> list[LabelRequest]:
@@ -30,32 +22,15 @@ def requests_from(sources: Sequence[DataSource], context_turns: int) -> list[Lab
     return requests
 
 
-def tokenize(request: LabelRequest, prompter: Prompter, eos_token_id: int | None) -> TokenizedExample:
-    """Prompt ids (masked out of the loss) followed by the label's ids and end-of-sequence.
-
-    The label ids are those the engine scores after the same prompt, so training teaches exactly
-    the sequences served.
-    """
-    prompt_ids = prompter.encode(prompter.build(request))
-    answer = list(prompter.space(request.label_set).trie.label_tokens[request.turn.label])
-    if eos_token_id is not None:
-        answer.append(eos_token_id)
-    return TokenizedExample(prompt_ids + answer, [IGNORE_INDEX] * len(prompt_ids) + answer)
-
-
-def batches(examples: Sequence[TokenizedExample], batch_size: int, pad_id: int, seed: int, rank: int = 0,
-            world_size: int = 1) -> list[dict[str, list[list[int]]]]:
-    """Shuffled, rank-sharded, right-padded batches (lists; the loop makes tensors)."""
-    order = list(range(len(examples)))
-    random.Random(seed).shuffle(order)
-    order = order[rank::world_size]
-    out = []
-    for start in range(0, len(order), batch_size):
-        chunk = [examples[i] for i in order[start : start + batch_size]]
-        width = max(len(e.input_ids) for e in chunk)
-        out.append({
-            "input_ids": [e.input_ids + [pad_id] * (width - len(e.input_ids)) for e in chunk],
-            "attention_mask": [[1] * len(e.input_ids) + [0] * (width - len(e.input_ids)) for e in chunk],
-            "labels": [e.labels + [IGNORE_INDEX] * (width - len(e.labels)) for e in chunk],
-        })
-    return out
+def encode_examples(requests: Sequence[LabelRequest], prompter: Prompter) -> tuple[list[Example], int]:
+    """(examples, how many were left out): a turn whose prompt cannot fit the budget even without
+    context is left out, never cut. The prompt is the one the engine serves, byte for byte."""
+    examples, skipped = [], 0
+    for request in requests:
+        try:
+            ids = prompter.encode(prompter.build(request))
+        except PromptTooLongError:
+            skipped += 1
+            continue
+        examples.append(Example(tuple(ids), request.label_set, request.turn.label or ""))
+    return examples, skipped

@@ -1,0 +1,90 @@
+"""The fast training path computes exactly what the plain padded forward pass computes.
+
+Loss and every LoRA gradient, for both objectives, with every layer trained and with the lower
+layer frozen and cached, on a label set whose labels share first tokens (a multi-token trie).
+"""
+
+import pytest
+
+from conftest import SHARED_PREFIX
+
+
+def _setup(tiny_model, data_root, label_set, split, seed=3):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.datasets import load_dataset
+    from pipeline.evaluation import label_requests
+    from pipeline.prompter import Prompter
+    from training.examples import encode_examples
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
+    layers = list(range(split, model.config.num_hidden_layers))
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False, layers_to_transform=layers,
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, lora)
+    prompter = Prompter(tokenizer, 2, 256)
+    requests = label_requests(load_dataset("meld", "dev", data_root / "MELD" / "dev_sent_emo.csv"), 2, limit=12)
+    labels = prompter.space(label_set).labels
+    requests = [r.__class__(r.turn.__class__(**{**r.turn.__dict__, "label": labels[i % len(labels)]}),
+                            r.context, label_set) for i, r in enumerate(requests)]
+    examples, _ = encode_examples(requests, prompter)
+    spaces = {label_set: prompter.space(label_set)}
+    return model, examples, spaces, tokenizer
+
+
+def _loss_and_grads(kind, model, examples, spaces, tokenizer, objective, split):
+    from training.steps import make_batch_loss
+
+    step = make_batch_loss(kind, model, objective, spaces, tokenizer.eos_token_id, tokenizer.pad_token_id, split)
+    step.prepare(examples, log=lambda _: None)
+    model.zero_grad()
+    loss, _ = step.loss(list(range(len(examples))))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return loss.item(), grads
+
+
+@pytest.mark.parametrize("objective", ["lm", "label_ce"])
+@pytest.mark.parametrize("split", [0, 1])
+@pytest.mark.parametrize("label_set", ["meld", SHARED_PREFIX.name])
+def test_fast_loss_and_gradients_match_the_plain_computation(tiny_model, data_root, objective, split, label_set):
+    model, examples, spaces, tokenizer = _setup(tiny_model, data_root, label_set, split)
+    if label_set == SHARED_PREFIX.name:
+        assert len(spaces[label_set].trie.query_points) > 1, "the test needs a multi-token label trie"
+    plain_loss, plain_grads = _loss_and_grads("plain", model, examples, spaces, tokenizer, objective, split)
+    fast_loss, fast_grads = _loss_and_grads("fast", model, examples, spaces, tokenizer, objective, split)
+    assert abs(fast_loss - plain_loss) <= 1e-4 * abs(plain_loss)
+    assert plain_grads.keys() == fast_grads.keys() and plain_grads
+    for name, plain in plain_grads.items():
+        error = (fast_grads[name] - plain).norm() / plain.norm()
+        assert error <= 1e-4, f"{name}: relative gradient error {error:.2e}"
+    if split:
+        assert not any(".layers.0." in name for name in plain_grads), "layer 0 must be frozen"
+
+
+def test_label_ce_is_what_the_scorer_serves(tiny_model, data_root):
+    """label_ce's probabilities are the served ones: exp(-loss) of one example equals the
+    `TransformersScorer` probability of its gold label."""
+    import math
+
+    from training.hf_scorer import TransformersScorer
+    from pipeline.prompter import Prompter
+    from pipeline.datasets import load_dataset
+    from pipeline.evaluation import label_requests
+    from training.steps import make_batch_loss
+
+    model, examples, spaces, tokenizer = _setup(tiny_model, data_root, SHARED_PREFIX.name, 0)
+    model = model.float()
+    step = make_batch_loss("fast", model, "label_ce", spaces, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    step.prepare(examples[:1], log=lambda _: None)
+    loss, _ = step.loss([0])
+    requests = label_requests(load_dataset("meld", "dev", data_root / "MELD" / "dev_sent_emo.csv"), 2, limit=1)
+    request = requests[0].__class__(requests[0].turn.__class__(**{**requests[0].turn.__dict__,
+                                                                   "label": examples[0].label}),
+                                    requests[0].context, SHARED_PREFIX.name)
+    served = TransformersScorer(model, Prompter(tokenizer, 2, 256), tokenizer.pad_token_id).predict([request])[0]
+    assert math.isclose(math.exp(-loss.item()), served.probs[examples[0].label], rel_tol=1e-4)

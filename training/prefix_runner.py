@@ -1,0 +1,157 @@
+"""The fast training forward pass: a shared prefix computed once per batch, frozen layers once per example.
+
+Every prompt of a label set starts with the same instruction. `PrefixRunner` runs that prefix once
+per batch (with gradients, since LoRA changes its keys and values), repeats its KV cache across
+the batch and runs only the examples' own tokens after it. With LoRA on the top layers only, the
+frozen layers below are the same function every epoch: their outputs are computed once per example
+(`lower_states`) and each step starts from them. The result is the same computation as the plain
+padded forward pass; `tests/test_fast_training.py` checks loss and gradients against it.
+
+Decoder layers are called directly (as `LlamaModel.forward` does), so this covers the Llama-style
+architectures (Llama, Mistral, Qwen2/3, SmolLM2); `supports_fast_path` tells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+FAST_PATH_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def supports_fast_path(model_type: str) -> bool:
+    return model_type in FAST_PATH_MODEL_TYPES
+
+
+@dataclass
+class PrefixState:
+    """A label set's instruction prefix as the trainable layers receive it (no gradients)."""
+
+    ids: tuple[int, ...]
+    hidden: Any  # (1, P, H): the prefix's hidden states entering layer `split`
+    lower_cache: Any  # the frozen layers' KV cache for the prefix (None when split == 0)
+
+
+class PrefixRunner:
+    """Forward passes of a PEFT-wrapped causal LM split at layer `split` (0: every layer trains)."""
+
+    def __init__(self, peft_model: Any, split: int = 0) -> None:
+        base = peft_model.get_base_model()
+        self.decoder = base.model
+        self.lm_head = base.get_output_embeddings()
+        self.config = base.config
+        self.layers = self.decoder.layers
+        if not 0 <= split < len(self.layers):
+            raise ValueError(f"split must be in [0, {len(self.layers)}), got {split}")
+        self.split = split
+
+    @property
+    def dtype(self) -> Any:
+        return self.lm_head.weight.dtype
+
+    @property
+    def device(self) -> Any:
+        return self.lm_head.weight.device
+
+    def prefix_state(self, prefix_ids: Sequence[int]) -> PrefixState:
+        """Run the frozen layers over a prefix once; reused by every batch of its label set."""
+        import torch
+
+        with torch.no_grad():
+            ids = torch.tensor([list(prefix_ids)], device=self.device)
+            hidden = self.decoder.embed_tokens(ids)
+            cache = None
+            if self.split:
+                cache = self._new_cache()
+                hidden = self._run(hidden, 0, self.split, cache, past=0, key_valid=None)
+        return PrefixState(tuple(prefix_ids), hidden, cache)
+
+    def lower_states(self, prefix: PrefixState, suffixes: Sequence[Sequence[int]]) -> list[Any]:
+        """Each suffix's hidden states entering layer `split` (S_i, H), computed without gradients."""
+        import torch
+
+        with torch.no_grad():
+            ids, valid = self._pad(suffixes)
+            hidden = self.decoder.embed_tokens(ids)
+            if self.split:
+                cache = _repeated(prefix.lower_cache, len(suffixes))
+                hidden = self._run(hidden, 0, self.split, cache, past=len(prefix.ids), key_valid=valid)
+        return [hidden[i, : len(s)].clone() for i, s in enumerate(suffixes)]
+
+    def forward(self, prefix: PrefixState, inputs: Sequence[Any]) -> Any:
+        """Final-norm hidden states (B, S, H) of the suffixes, from their inputs at layer `split`.
+
+        The prefix runs through the trainable layers once, with gradients; its cache is then
+        repeated across the batch. Suffixes are right-padded; padded positions are garbage.
+        """
+        import torch
+
+        cache = self._new_cache()
+        self._run(prefix.hidden, self.split, len(self.layers), cache, past=0, key_valid=None)
+        cache.batch_repeat_interleave(len(inputs))
+        width = max(x.shape[0] for x in inputs)
+        hidden = torch.zeros(len(inputs), width, inputs[0].shape[-1], dtype=self.dtype, device=self.device)
+        valid = torch.zeros(len(inputs), width, dtype=torch.bool, device=self.device)
+        for i, x in enumerate(inputs):
+            hidden[i, : x.shape[0]] = x
+            valid[i, : x.shape[0]] = True
+        out = self._run(hidden, self.split, len(self.layers), cache, past=len(prefix.ids), key_valid=valid)
+        return self.decoder.norm(out)
+
+    def input_states(self, suffixes: Sequence[Sequence[int]]) -> list[Any]:
+        """Token embeddings of the suffixes: the inputs of `forward` when every layer trains."""
+        import torch
+
+        ids, _ = self._pad(suffixes)
+        with torch.no_grad():
+            hidden = self.decoder.embed_tokens(ids)
+        return [hidden[i, : len(s)] for i, s in enumerate(suffixes)]
+
+    def _pad(self, suffixes: Sequence[Sequence[int]]) -> tuple[Any, Any]:
+        import torch
+
+        width = max(len(s) for s in suffixes)
+        ids = torch.zeros(len(suffixes), width, dtype=torch.long, device=self.device)
+        valid = torch.zeros(len(suffixes), width, dtype=torch.bool, device=self.device)
+        for i, s in enumerate(suffixes):
+            ids[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+            valid[i, : len(s)] = True
+        return ids, valid
+
+    def _new_cache(self) -> Any:
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.config)
+
+    def _run(self, hidden: Any, first: int, last: int, cache: Any, past: int, key_valid: Any) -> Any:
+        """Layers [first, last) over `hidden` (B, S, H) at positions past..past+S-1, after `past`
+        cached positions (all valid); `key_valid` (B, S) marks real tokens (None: all real)."""
+        import torch
+
+        batch, length = hidden.shape[:2]
+        positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
+        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+        allowed = causal.unsqueeze(0).expand(batch, length, length)
+        if key_valid is not None:
+            allowed = allowed & key_valid.unsqueeze(1)
+        if past:
+            allowed = torch.cat([allowed.new_ones(batch, length, past), allowed], dim=-1)
+        mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device)
+        mask.masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
+        mask = mask.unsqueeze(1)
+        rotary = self.decoder.rotary_emb(hidden, position_ids=positions)
+        for layer in self.layers[first:last]:
+            hidden = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                           use_cache=True, position_embeddings=rotary)
+        return hidden
+
+
+def _repeated(cache: Any, times: int) -> Any:
+    """A copy of `cache` repeated `times` along the batch (the original stays as it is)."""
+    import copy
+
+    out = copy.copy(cache)
+    out.layers = [copy.copy(layer) for layer in cache.layers]
+    out.batch_repeat_interleave(times)
+    return out
