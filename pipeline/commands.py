@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pipeline.cli import engine_arguments, engine_config
 from pipeline.datasets import DATASETS, SPLITS, load_dataset, resolve_data_root
 from pipeline.errors import DataError
+
+DEFAULT_RECIPE = Path(__file__).resolve().parents[1] / "training" / "configs" / "smollm2-135m-cpu.yaml"
 
 
 def _eval(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +30,8 @@ def _eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_eval)
 
 
-def _evaluate_and_report(args: argparse.Namespace, classifier, requests: list, **details) -> float:
+def _evaluate_and_report(args: argparse.Namespace, classifier, requests: list, temperature: float = 1.0,
+                         **details) -> float:
     """Label `requests` with a progress bar, write the report and plot, print them; returns turns/s."""
     import time
 
@@ -38,7 +42,7 @@ def _evaluate_and_report(args: argparse.Namespace, classifier, requests: list, *
 
     start = time.perf_counter()
     with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
-        report, _ = evaluate(classifier, requests, args.batch_size, bar.update)
+        report, _ = evaluate(classifier, requests, args.batch_size, bar.update, temperature)
     rate = len(requests) / (time.perf_counter() - start)
     report.update(dataset=args.dataset, split=args.split, turns_per_s=round(rate, 1), **details)
     png = write_report(report, args.report)
@@ -66,7 +70,9 @@ def run_eval(args: argparse.Namespace) -> int:
         check_adapter(name, path, config.max_lora_rank)
     Prompter.from_model(resolve_model(config.model), config.context_turns, config.max_model_len).build_all(requests)
     engine = EmotionEngine(config)
-    _evaluate_and_report(args, engine, requests, model=engine.model, adapter=engine.adapter_name(None),
+    adapter = engine.adapter_name(None)
+    _evaluate_and_report(args, engine, requests, engine.temperature(adapter, requests[0].label_set),
+                         model=engine.model, adapter=adapter, merged=engine.merged,
                          context_turns=config.context_turns, decoding=config.decoding)
     return 0
 
@@ -93,12 +99,16 @@ def _bench(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     engine_arguments(e)
     e.set_defaults(run=run_bench_engine)
-    t = which.add_parser("train", help="training tokens/s on a model shape with random weights")
-    t.add_argument("--shape", choices=("llama2-7b", "smollm2-135m"), default="llama2-7b")
-    t.add_argument("--steps", type=int, default=30)
+    t = which.add_parser("train", help="the plain training loop against the fast one, same MELD train examples")
+    t.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when a GPU is visible, else cpu")
+    t.add_argument("--limit", type=int, default=256, help="MELD train examples, one epoch each")
     t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--recipe", default=str(DEFAULT_RECIPE),
+                   help="training config whose model, LoRA and objective the fast loop uses (default: the shipped adapter's)")
+    t.add_argument("--shape", choices=("llama2-7b", "smollm2-135m"),
+                   help="time a model of this shape with random weights instead of the recipe's model")
     t.add_argument("--data", help="data root (default: $DIALOGUELLM_DATA or ../shared/data)")
-    t.add_argument("--workdir", help="where the random model is written (default: the temp folder)")
+    t.add_argument("--workdir", help="where a random model is written (default: the temp folder)")
     t.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
     t.set_defaults(run=run_bench_train)
     _bench_stream(which)
@@ -177,7 +187,10 @@ def run_bench_engine(args: argparse.Namespace) -> int:
 def run_bench_train(args: argparse.Namespace) -> int:
     from pipeline.benchmarks.train_bench import run_train_benchmark
 
-    result = run_train_benchmark(args.shape, args.steps, args.batch_size, args.data, workdir=args.workdir)
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = run_train_benchmark(args.limit, device, args.data, args.recipe, args.batch_size, args.shape, args.workdir)
     if args.json:
         print(json.dumps(result))
     return 0
@@ -187,6 +200,9 @@ def _train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune a LoRA adapter with Ray Train (see training/configs/)")
     p.add_argument("--config", required=True, help="YAML training config")
     p.add_argument("--storage", help="Ray Train storage path (default: beside output_dir)")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue exactly from a step checkpoint (<storage>/<run>/local-checkpoints/last-step)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output_dir this command did not write")
     p.set_defaults(run=run_train)
 
 
@@ -194,7 +210,7 @@ def run_train(args: argparse.Namespace) -> int:
     from training.config import load_config
     from training.train import fit
 
-    summary = fit(load_config(args.config), args.storage)
+    summary = fit(load_config(args.config), args.storage, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(summary))
     return 0
 

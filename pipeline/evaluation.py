@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline.calibration import apply_temperature, expected_calibration_error
 from pipeline.labels import get_label_set
 from pipeline.metrics import classification_report
 from pipeline.predictions import LabelRequest, Prediction
@@ -37,8 +38,13 @@ def evaluate(
     requests: Sequence[LabelRequest],
     batch_size: int = 256,
     progress: Callable[[int], None] | None = None,
+    temperature: float = 1.0,
 ) -> tuple[dict[str, Any], list[Prediction]]:
-    """Classify `requests` in batches and compute the report against their gold labels."""
+    """Classify `requests` in batches and compute the report against their gold labels.
+
+    `ece` is the calibration error of the predictions as served; `ece_uncalibrated` that of the
+    same probabilities before the classifier's `temperature` was applied.
+    """
     if not requests:
         raise ValueError("nothing to evaluate: no labelled turns")
     label_set = get_label_set(requests[0].label_set)
@@ -50,6 +56,12 @@ def evaluate(
             progress(len(batch))
     gold = [r.turn.label or "" for r in requests]
     report = classification_report(gold, [p.label for p in predictions], label_set)
+    correct = [p.label == g for p, g in zip(predictions, gold, strict=True)]
+    report["ece"] = expected_calibration_error([p.confidence for p in predictions], correct)
+    raw = [apply_temperature(p.probs, 1 / temperature) for p in predictions]
+    report["ece_uncalibrated"] = expected_calibration_error([r[p.label] for r, p in zip(raw, predictions, strict=True)],
+                                                            correct)
+    report["temperature"] = temperature
     return report, predictions
 
 

@@ -43,7 +43,8 @@ def format_report(report: dict[str, Any]) -> str:
     """A short human-readable summary of a report."""
     lines = [
         f"n={report['n']}  accuracy={report['accuracy']:.4f}  weighted-F1={report['weighted_f1']:.4f}  "
-        f"macro-F1={report['macro_f1']:.4f}",
+        f"macro-F1={report['macro_f1']:.4f}"
+        + (f"  ECE={report['ece']:.4f} (uncalibrated {report['ece_uncalibrated']:.4f})" if "ece" in report else ""),
         f"{'label':<12}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
     for label, c in report["per_class"].items():

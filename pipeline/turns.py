@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+
+from pipeline.context import select_context
 
 
 @dataclass(frozen=True)
@@ -36,5 +39,9 @@ class Conversation:
     label_set: str = field(default="meld")
 
     def context_of(self, index: int, z: int) -> tuple[Turn, ...]:
-        """The up to `z` turns before position `index`."""
-        return self.turns[max(0, index - z) : index] if z > 0 else ()
+        """The context of the turn at position `index`, by the one context rule (`pipeline.context`)."""
+        return select_context(self.turns[index].turn_id, z, self._by_id)
+
+    @cached_property
+    def _by_id(self) -> dict[int, Turn]:
+        return {t.turn_id: t for t in self.turns}

@@ -4,9 +4,14 @@ Loss and every LoRA gradient, for both objectives, with every layer trained and 
 layer frozen and cached, on a label set whose labels share first tokens (a multi-token trie).
 """
 
+import json
+from pathlib import Path
+
 import pytest
 
 from conftest import SHARED_PREFIX
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _setup(tiny_model, data_root, label_set, split, seed=3):
@@ -88,3 +93,71 @@ def test_label_ce_is_what_the_scorer_serves(tiny_model, data_root):
                                     requests[0].context, SHARED_PREFIX.name)
     served = TransformersScorer(model, Prompter(tokenizer, 2, 256), tokenizer.pad_token_id).predict([request])[0]
     assert math.isclose(math.exp(-loss.item()), served.probs[examples[0].label], rel_tol=1e-4)
+
+
+KILLER = """
+import os, signal, sys
+from dataclasses import replace
+from pathlib import Path
+import training.checkpoints as checkpoints
+import training.loop as loop
+from training.config import load_config
+
+saves = 0
+real_save = checkpoints.save_step_checkpoint
+
+def save_then_die(folder, *args, **kwargs):
+    global saves
+    real_save(folder, *args, **kwargs)
+    if Path(folder).name == loop.STEP_CHECKPOINT:
+        saves += 1
+        if saves == 2:
+            os.kill(os.getpid(), signal.SIGKILL)  # a real kill, right after the second step checkpoint
+
+checkpoints.save_step_checkpoint = save_then_die  # run_training imports it when it starts
+config = load_config(sys.argv[1])
+loop.run_training(replace(config, model=sys.argv[2]), checkpoint_root=Path(sys.argv[3]), log=print)
+"""
+
+
+def _resume_config(tmp_path, tiny_model):
+    import yaml
+
+    raw = yaml.safe_load((REPO / "training" / "configs" / "tiny.yaml").read_text())
+    raw.update(model=str(tiny_model), objective="label_ce")
+    raw["lora"].update(dropout=0.1, top_layers=1)  # dropout: the RNG state must be restored too
+    raw["optim"].update(epochs=2, batch_size=8, gradient_accumulation=2, checkpoint_every_steps=3)
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from training.config import load_config
+    from training.loop import STEP_CHECKPOINT, run_training
+
+    path = _resume_config(tmp_path, tiny_model)
+    config = load_config(path)
+    run_training(config, checkpoint_root=tmp_path / "whole", log=lambda _: None)
+
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(path), str(tiny_model), str(tmp_path / "cut")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    position = json.loads((tmp_path / "cut" / STEP_CHECKPOINT / "position.json").read_text())
+    assert (position["epoch"], position["batch"], position["step"]) == (1, 4, 6), "killed mid-epoch 1"
+    assert not (tmp_path / "cut" / "epoch-1").exists()
+
+    run_training(config, resume=tmp_path / "cut" / STEP_CHECKPOINT, checkpoint_root=tmp_path / "cut",
+                 log=lambda _: None)
+    whole = load_file(str(tmp_path / "whole" / "epoch-1" / "adapter_model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "epoch-1" / "adapter_model.safetensors"))
+    assert whole.keys() == resumed.keys() and whole
+    for name, weights in whole.items():
+        assert (resumed[name] - weights).abs().max().item() <= 1e-6, name
+    uninterrupted_epoch0 = load_file(str(tmp_path / "whole" / "epoch-0" / "adapter_model.safetensors"))
+    assert any((uninterrupted_epoch0[k] - whole[k]).abs().max() > 1e-4 for k in whole), "epoch 1 trained"

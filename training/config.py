@@ -15,12 +15,20 @@ from pipeline.errors import ConfigError
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass(frozen=True)
 class LoraSettings:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    r: int = field(default=8, metadata=_help("LoRA rank"))
+    alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (scale = alpha / r)"))
+    dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA input, in [0, 1)"))
+    target_modules: tuple[str, ...] = field(default=("q_proj", "v_proj"),
+                                            metadata=_help("projections that get LoRA, of " + ", ".join(KNOWN_TARGET_MODULES)))
+    top_layers: int | None = field(default=None, metadata=_help(
+        "LoRA on the top K decoder layers only; with the fast step the frozen layers below are computed "
+        "once per example and reused every epoch (None: every layer)"))
 
     def validate(self, where: str) -> None:
         if self.r <= 0:
@@ -31,6 +39,8 @@ class LoraSettings:
             raise ConfigError(f"{where}.dropout: must be in [0, 1), got {self.dropout}")
         if not self.target_modules:
             raise ConfigError(f"{where}.target_modules: must name at least one module")
+        if self.top_layers is not None and self.top_layers <= 0:
+            raise ConfigError(f"{where}.top_layers: must be > 0, got {self.top_layers}")
         for module in self.target_modules:
             if module not in KNOWN_TARGET_MODULES:
                 raise ConfigError(f"{where}.target_modules: unknown module {module!r} "
@@ -41,10 +51,10 @@ class LoraSettings:
 class DataSource:
     """One dataset split; `limit` takes its first N labelled turns (a bounded run)."""
 
-    dataset: str
-    split: str = "train"
-    path: str | None = None
-    limit: int | None = None
+    dataset: str = field(metadata=_help("dataset name (meld, emorynlp, iemocap, dailydialog, jsonl)"))
+    split: str = field(default="train", metadata=_help("train, dev or test"))
+    path: str | None = field(default=None, metadata=_help("data root, dataset folder or file (default: the data root)"))
+    limit: int | None = field(default=None, metadata=_help("take the first N labelled turns only"))
 
     def validate(self, where: str) -> None:
         from pipeline.datasets import DATASETS, SPLITS, resolve_data_root
@@ -65,17 +75,31 @@ class DataSource:
 
 @dataclass(frozen=True)
 class Optimisation:
-    learning_rate: float = 3e-4
-    epochs: int = 1
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    cutoff_len: int = 256
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    seed: int = 0
+    learning_rate: float = field(default=3e-4, metadata=_help("AdamW peak learning rate"))
+    epochs: int = field(default=1, metadata=_help("passes over the training data"))
+    batch_size: int = field(default=8, metadata=_help("examples per forward pass (one label set per batch)"))
+    gradient_accumulation: int = field(default=1, metadata=_help("batches per optimiser step"))
+    warmup_ratio: float = field(default=0.03, metadata=_help("share of steps with a linear warm-up"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    seed: int = field(default=0, metadata=_help("seed of the shuffling, dropout and LoRA initialisation"))
+    step: str = field(default="fast", metadata=_help(
+        "fast: shared instruction prefix once per batch, LM head at the loss positions only (Llama-style "
+        "models); plain: every position of every padded row (any architecture), the same loss"))
+    checkpoint_every_s: float = field(default=300.0, metadata=_help(
+        "seconds between step checkpoints (adapter, optimiser, scheduler, RNG, position) that --resume continues"))
+    checkpoint_every_steps: int | None = field(default=None, metadata=_help(
+        "also checkpoint every N optimiser steps (None: by time only)"))
 
     def validate(self, where: str) -> None:
-        for name in ("epochs", "batch_size", "gradient_accumulation", "cutoff_len"):
+        from training.steps import STEP_KINDS
+
+        if self.step not in STEP_KINDS:
+            raise ConfigError(f"{where}.step: {self.step!r} is not one of {', '.join(STEP_KINDS)}")
+        if self.checkpoint_every_s <= 0:
+            raise ConfigError(f"{where}.checkpoint_every_s: must be > 0, got {self.checkpoint_every_s}")
+        if self.checkpoint_every_steps is not None and self.checkpoint_every_steps <= 0:
+            raise ConfigError(f"{where}.checkpoint_every_steps: must be > 0, got {self.checkpoint_every_steps}")
+        for name in ("epochs", "batch_size", "gradient_accumulation"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{where}.{name}: must be > 0, got {getattr(self, name)}")
         if self.learning_rate <= 0:
@@ -88,10 +112,10 @@ class Optimisation:
 class Scaling:
     """Ray Train's scaling: `num_workers: 0` runs the training function in the driver process."""
 
-    num_workers: int = 0
-    use_gpu: bool = False
-    accelerator_type: str | None = None
-    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    num_workers: int = field(default=0, metadata=_help("Ray Train workers; 0 runs in the driver process"))
+    use_gpu: bool = field(default=False, metadata=_help("one GPU per worker, bf16"))
+    accelerator_type: str | None = field(default=None, metadata=_help("Ray accelerator type, such as A100"))
+    resources_per_worker: dict[str, float] = field(default_factory=dict, metadata=_help("Ray resources per worker"))
 
     def validate(self, where: str) -> None:
         if self.num_workers < 0:
@@ -112,9 +136,14 @@ class Scaling:
 class TrainConfig:
     """A whole training run: model, LoRA, data, optimisation, scaling and where results go."""
 
-    model: str | None = None
-    output_dir: str = "runs/adapter"
-    context_turns: int = 2
+    model: str | None = field(default=None, metadata=_help("model folder or hub id (None or default: SmolLM2-135M-Instruct)"))
+    output_dir: str = field(default="runs/adapter", metadata=_help("where the best adapter is written"))
+    context_turns: int = field(default=2, metadata=_help("previous turns in the prompt, as served"))
+    max_model_len: int = field(default=512, metadata=_help(
+        "token budget of prompt + answer, as the engine's max_model_len; recorded with the adapter"))
+    objective: str = field(default="label_ce", metadata=_help(
+        "label_ce: cross-entropy over the label set's sequence likelihoods (what scoring serves); "
+        "lm: the answer tokens' language-model loss"))
     lora: LoraSettings = LoraSettings()
     train: tuple[DataSource, ...] = (DataSource("meld", "train"),)
     dev: tuple[DataSource, ...] = (DataSource("meld", "dev"),)
@@ -122,8 +151,14 @@ class TrainConfig:
     scaling: Scaling = Scaling()
 
     def validate(self) -> TrainConfig:
+        from training.objectives import OBJECTIVES
+
         if self.context_turns < 0:
             raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
+        if self.max_model_len <= 0:
+            raise ConfigError(f"max_model_len: must be > 0, got {self.max_model_len}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         self.lora.validate("lora")
         if not self.train:
             raise ConfigError("train: needs at least one dataset")
@@ -156,6 +191,9 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     for name, value in raw.items():
         key = f"{where}.{name}" if where else name
         default = _default(fields[name])
+        if default is None and value is not None:
+            # An optional field: check against the type its annotation names ("int | None").
+            default = {"int": 0, "str": "", "float": 0.0}.get(str(fields[name].type).split(" |")[0])
         if name in ("train", "dev"):
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(f"{key}: expected a list of datasets")

@@ -1,139 +1,179 @@
-"""The training function Ray Train runs on each worker: LoRA on a causal LM, loss on answers only.
+"""The training function Ray Train runs on each worker: LoRA on a causal LM, loss on the answer only.
 
-Each epoch ends with dev weighted-F1 (the metric code of `dialoguellm eval`) and a checkpoint
-that is a PEFT adapter folder the engine loads directly, plus the optimiser state to resume.
+Each epoch ends with dev weighted-F1 (the metric code of `dialoguellm eval`, on the probabilities
+the engine's scoring mode serves), a temperature per label set fitted on dev, and a checkpoint that
+is a PEFT adapter folder the engine loads directly. Between epochs, step checkpoints every few
+minutes let `--resume` continue exactly where a run stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PromptTooLongError
+from pipeline.errors import ConfigError
 from training.config import TrainConfig
 
-STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "dialoguellm_train_config.json"
 METRICS_FILE = "metrics.json"
+STEP_CHECKPOINT = "last-step"
 
 
 def train_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry point (`train_loop_per_worker`): `{"config": ..., "staging_dir": ...}`."""
+    """Ray Train entry point (`train_loop_per_worker`): `{"config", "staging_dir", "resume"}`."""
     from training.config import config_from_dict
 
     staging = loop_config.get("staging_dir")
-    run_training(config_from_dict(loop_config["config"]), report=_ray_report, resume=_ray_checkpoint_dir(),
+    resume = Path(loop_config["resume"]) if loop_config.get("resume") else _ray_checkpoint_dir()
+    run_training(config_from_dict(loop_config["config"]), report=_ray_report, resume=resume,
                  checkpoint_root=Path(staging) if staging else None)
 
 
 def run_training(config: TrainConfig, report: Any = None, resume: Path | None = None,
-                 max_steps: int | None = None, checkpoint_root: Path | None = None) -> dict[str, Any]:
+                 max_steps: int | None = None, checkpoint_root: Path | None = None,
+                 log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train; `report(metrics, checkpoint_dir)` is called after each epoch. Returns the last metrics.
 
-    Checkpoints go to `checkpoint_root/epoch-N` and stay there (Ray Train's local mode keeps no
-    copy of its own); without a root they go to a temporary folder removed once reported (Ray
-    Train's distributed mode has uploaded it to storage by then).
+    Epoch checkpoints go to `checkpoint_root/epoch-N` and stay there (Ray Train's local mode keeps
+    no copy of its own); without a root they go to a temporary folder removed once reported (Ray
+    Train's distributed mode has uploaded it to storage by then). Step checkpoints go to
+    `checkpoint_root/last-step`. `resume` is a step or epoch checkpoint folder.
     """
     import torch
-    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
-    from pipeline.evaluation import evaluate
     from pipeline.prompter import Prompter
-    from training.examples import batches, requests_from, tokenize
-    from training.hf_scorer import TransformersScorer
+    from training.batching import plan_epoch
+    from training.checkpoints import Position, load_step_checkpoint, save_step_checkpoint
+    from training.examples import encode_examples, requests_from
+    from training.prefix_runner import supports_fast_path
+    from training.steps import make_batch_loss
     from workers.model_store import resolve_model
 
     rank, world = _rank_and_world()
+    say = log or (lambda message: _log(rank, message))
     torch.manual_seed(config.optim.seed)
     use_gpu = config.scaling.use_gpu and torch.cuda.is_available()
+    if not use_gpu and world == 1:
+        # Ray gives its processes OMP_NUM_THREADS=1; a lone CPU trainer computes on every core.
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
     device = torch.device(f"cuda:{_local_rank()}" if use_gpu else "cpu")
     dtype = torch.bfloat16 if use_gpu else torch.float32
     model_dir = resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    layers = base.config.num_hidden_layers
+    top = config.lora.top_layers
+    if top is not None and top > layers:
+        raise ConfigError(f"lora.top_layers: the model has {layers} layers, got {top}")
+    if config.optim.step == "fast" and not supports_fast_path(base.config.model_type):
+        raise ConfigError(f"optim.step: fast does not support {base.config.model_type!r} models; use plain")
+    split = layers - top if top else 0
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-                      target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM")
+                      target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM",
+                      layers_to_transform=list(range(split, layers)) if top else None)
     model = get_peft_model(base, lora)
 
-    prompter = Prompter(tokenizer, config.context_turns, config.optim.cutoff_len)
-    train_examples, skipped = [], 0
-    for request in requests_from(config.train, config.context_turns):
-        try:
-            train_examples.append(tokenize(request, prompter, tokenizer.eos_token_id))
-        except PromptTooLongError:
-            skipped += 1  # the target alone exceeds cutoff_len: left out, never cut
-    dev_requests = [r for r in requests_from(config.dev, config.context_turns) if _fits(prompter, r)]
-    _log(rank, f"{len(train_examples)} training examples ({skipped} over cutoff_len left out), "
-               f"{len(dev_requests)} dev turns")
+    prompter = Prompter(tokenizer, config.context_turns, config.max_model_len)
+    train_examples, skipped = encode_examples(requests_from(config.train, config.context_turns), prompter)
+    dev_examples, _ = encode_examples(requests_from(config.dev, config.context_turns), prompter)
+    spaces = {name: prompter.space(name) for name in {e.label_set for e in train_examples + dev_examples}}
+    say(f"{len(train_examples)} training examples ({skipped} over max_model_len left out), "
+        f"{len(dev_examples)} dev turns; objective {config.objective}, step {config.optim.step}, "
+        f"LoRA on layers {split}-{layers - 1}")
+    step = make_batch_loss(config.optim.step, model, config.objective, spaces, tokenizer.eos_token_id, pad_id, split)
+    step.prepare(train_examples, say)
+    dev_step = None
+    if dev_examples:
+        dev_step = make_batch_loss(config.optim.step, model, "label_ce", spaces, tokenizer.eos_token_id, pad_id, split)
+        dev_step.prepare(dev_examples, say)
+    lengths = [step.computed_length(i) for i in range(len(train_examples))]
+    groups = [e.label_set for e in train_examples]
 
     optim = config.optim
-    steps_per_epoch = math.ceil(len(train_examples) / world / optim.batch_size / optim.gradient_accumulation)
+
+    def plan(epoch: int) -> Any:
+        return plan_epoch(lengths, groups, optim.batch_size, optim.seed + epoch, rank, world)
+
+    steps_per_epoch = math.ceil(len(plan(0).batches) / optim.gradient_accumulation)
     total_steps = steps_per_epoch * optim.epochs
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=optim.learning_rate, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=optim.learning_rate, weight_decay=optim.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(optim.warmup_ratio * total_steps), total_steps)
-    start_epoch = 0
+    position = Position()
     if resume is not None:
-        from safetensors.torch import load_file
+        position = load_step_checkpoint(resume, model, optimizer, scheduler)
+        say(f"resumed from {resume} at epoch {position.epoch}, batch {position.batch}, step {position.step}")
 
-        set_peft_model_state_dict(model, load_file(str(resume / "adapter_model.safetensors")))
-        state = torch.load(resume / STATE_FILE, map_location=device, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch = state["epoch"] + 1
-        _log(rank, f"resumed from {resume} at epoch {start_epoch}")
-
-    trainable = model
-    if world > 1:
-        import ray.train.torch
-
-        trainable = ray.train.torch.prepare_model(model, move_to_device=False)
-
+    params = [p for p in model.parameters() if p.requires_grad]
+    step_dir = checkpoint_root / STEP_CHECKPOINT if checkpoint_root else None
     metrics: dict[str, Any] = {}
-    steps_done = 0
-    for epoch in range(start_epoch, optim.epochs):
+    steps_done = position.step
+    run_started = last_checkpoint = last_log = time.perf_counter()
+    steps_at_start = steps_done
+    for epoch in range(position.epoch, optim.epochs):
+        epoch_plan = plan(epoch)
+        say(f"epoch {epoch}: {len(epoch_plan.batches)} batches, padding {epoch_plan.padding_share:.1%} of "
+            f"{epoch_plan.padded_tokens} token positions")
         model.train()
-        started, losses, tokens = time.perf_counter(), [], 0
-        epoch_batches = batches(train_examples, optim.batch_size, pad_id, optim.seed + epoch, rank, world)
-        for i, batch in enumerate(epoch_batches):
-            tensors = {k: torch.tensor(v, device=device) for k, v in batch.items()}
-            loss = trainable(**tensors).loss
+        started, losses, tokens, seen = time.perf_counter(), [], 0, 0
+        first = position.batch if epoch == position.epoch else 0
+        done = first
+        for i in range(first, len(epoch_plan.batches)):
+            loss, computed = step.loss(epoch_plan.batches[i])
+            seen += len(epoch_plan.batches[i])
+            done = i + 1
             (loss / optim.gradient_accumulation).backward()
             losses.append(loss.item())
-            tokens += int(tensors["attention_mask"].sum())
-            if (i + 1) % optim.gradient_accumulation == 0 or i + 1 == len(epoch_batches):
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                steps_done += 1
-                if steps_done % 10 == 0:
-                    _log(rank, f"epoch {epoch} step {steps_done}/{total_steps} loss {sum(losses[-10:]) / len(losses[-10:]):.4f}")
+            tokens += computed
+            if (i + 1) % optim.gradient_accumulation and i + 1 != len(epoch_plan.batches):
+                continue
+            if world > 1:
+                _average_gradients(params, world)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps_done += 1
+            now = time.perf_counter()
+            if now - last_log >= 30 or steps_done == total_steps:
+                rate = (now - run_started) / max(1, steps_done - steps_at_start)
+                recent = losses[-20:]
+                say(f"epoch {epoch} step {steps_done}/{total_steps} loss {sum(recent) / len(recent):.4f} "
+                    f"{tokens / (now - started):.0f} tokens/s, ETA {_duration(rate * (total_steps - steps_done))}")
+                last_log = now
+            due = now - last_checkpoint >= optim.checkpoint_every_s or (
+                optim.checkpoint_every_steps and steps_done % optim.checkpoint_every_steps == 0)
+            if step_dir is not None and rank == 0 and due:
+                save_step_checkpoint(step_dir, model, optimizer, scheduler, Position(epoch, i + 1, steps_done),
+                                     config.to_dict())
+                last_checkpoint = time.perf_counter()
             if max_steps is not None and steps_done >= max_steps:
                 break
         seconds = time.perf_counter() - started
         metrics = {"epoch": epoch, "train_loss": sum(losses) / max(1, len(losses)),
                    "train_tokens_per_s": tokens / seconds, "train_seconds": seconds, "train_tokens": tokens,
-                   "train_examples": len(losses) * optim.batch_size}
-        if dev_requests:
-            report_dict, _ = evaluate(TransformersScorer(model, prompter, pad_id), dev_requests)
-            metrics.update(dev_weighted_f1=report_dict["weighted_f1"], dev_accuracy=report_dict["accuracy"],
-                           dev_macro_f1=report_dict["macro_f1"])
-        _log(rank, f"epoch {epoch} done: {json.dumps(metrics)}")
+                   "train_examples": seen, "padding_share": epoch_plan.padding_share}
+        calibration: dict[str, float] = {}
+        if dev_step is not None:
+            dev_metrics, calibration = evaluate_dev(dev_step, dev_examples, spaces)
+            metrics.update(dev_metrics)
+        say(f"epoch {epoch} done: {json.dumps(metrics)}")
         folder = checkpoint_root / f"epoch-{epoch}" if checkpoint_root else Path(tempfile.mkdtemp())
         if rank == 0:
-            folder.mkdir(parents=True, exist_ok=True)
-            model.save_pretrained(folder)
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch},
-                       folder / STATE_FILE)
-            (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
-            (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+            # An epoch checkpoint is also a step checkpoint: Ray Train restarts a failed run from it.
+            finished = done == len(epoch_plan.batches)
+            save_step_checkpoint(folder, model, optimizer, scheduler,
+                                 Position(epoch + 1, 0, steps_done) if finished else Position(epoch, done, steps_done),
+                                 config.to_dict())
+            describe_adapter(folder, config, calibration, metrics)
         if report is not None:
             report(metrics, folder if rank == 0 else None)
         if checkpoint_root is None:
@@ -143,12 +183,69 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
     return metrics
 
 
-def _fits(prompter: Any, request: Any) -> bool:
-    try:
-        prompter.build(request)
-        return True
-    except PromptTooLongError:
-        return False
+def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
+                 batch_size: int = 32) -> tuple[dict[str, Any], dict[str, float]]:
+    """Dev weighted-F1 per label set (and their mean) from the served probabilities, and the
+    temperature per label set that calibrates them."""
+    from pipeline.calibration import expected_calibration_error, fit_temperature
+    from pipeline.labels import get_label_set
+    from pipeline.metrics import classification_report
+    from training.batching import plan_epoch
+
+    dev_step.model.eval()
+    probs: list[list[float]] = [[] for _ in examples]
+    lengths = [dev_step.computed_length(i) for i in range(len(examples))]
+    for batch in plan_epoch(lengths, [e.label_set for e in examples], batch_size, seed=0).batches:
+        rows = dev_step.probabilities(batch).tolist()
+        for i, row in zip(batch, rows, strict=True):
+            probs[i] = row[: len(spaces[examples[i].label_set].labels)]
+    dev_step.model.train()
+    metrics: dict[str, Any] = {}
+    temperatures: dict[str, float] = {}
+    scores = []
+    for name in sorted({e.label_set for e in examples}):
+        indices = [i for i, e in enumerate(examples) if e.label_set == name]
+        labels = spaces[name].labels
+        chosen = [max(range(len(labels)), key=probs[i].__getitem__) for i in indices]
+        report = classification_report([examples[i].label for i in indices], [labels[c] for c in chosen],
+                                       get_label_set(name))
+        gold = [labels.index(examples[i].label) for i in indices]
+        temperatures[name] = fit_temperature([probs[i] for i in indices], gold)
+        metrics[f"dev_weighted_f1_{name}"] = report["weighted_f1"]
+        metrics[f"dev_accuracy_{name}"] = report["accuracy"]
+        metrics[f"dev_ece_{name}"] = expected_calibration_error(
+            [probs[i][c] for i, c in zip(indices, chosen, strict=True)], [c == g for c, g in zip(chosen, gold, strict=True)])
+        metrics[f"temperature_{name}"] = temperatures[name]
+        scores.append(report["weighted_f1"])
+    metrics["dev_weighted_f1"] = sum(scores) / len(scores)
+    return metrics, temperatures
+
+
+def describe_adapter(folder: Path, config: TrainConfig, temperatures: dict[str, float],
+                     metrics: dict[str, Any]) -> None:
+    """Beside the PEFT files, what serving needs to match training: the prompt settings it was
+    trained with and the dev-fitted temperatures; and the run's config and metrics."""
+    from workers.adapters import AdapterMeta, write_adapter_meta
+
+    write_adapter_meta(folder, AdapterMeta(context_turns=config.context_turns, max_model_len=config.max_model_len,
+                                           temperatures=temperatures))
+    (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+
+
+def _average_gradients(params: Sequence[Any], world: int) -> None:
+    """Data parallelism across Ray Train workers: the mean gradient on every worker."""
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def _rank_and_world() -> tuple[int, int]:

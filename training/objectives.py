@@ -61,7 +61,7 @@ def objective_loss(objective: str, head_logits: Any, examples: Sequence[Example]
     """The mean loss of a batch from the logits at its heads, in the order `example_rows` gives them."""
     import torch
 
-    logprobs = torch.log_softmax(head_logits.float(), dim=-1)
+    logprobs = torch.log_softmax(head_logits.to(torch.promote_types(head_logits.dtype, torch.float32)), dim=-1)
     if objective == "lm":
         targets = []
         for example, space in zip(examples, spaces, strict=True):
@@ -70,7 +70,18 @@ def objective_loss(objective: str, head_logits: Any, examples: Sequence[Example]
                 targets.append(eos_token_id)
         target = torch.tensor(targets, device=logprobs.device)
         return -logprobs.gather(1, target.unsqueeze(1)).mean()
-    # label_ce: each label's score is the sum of its tokens' log-probabilities along the trie.
+    scores, gold = label_log_scores(logprobs, examples, spaces)
+    return torch.nn.functional.cross_entropy(scores, gold)
+
+
+def label_log_scores(logprobs: Any, examples: Sequence[Example], spaces: Sequence[LabelSpace]) -> tuple[Any, Any]:
+    """((E, W) label scores, (E,) gold indices) from `label_ce` rows' head log-probabilities.
+
+    A label's score is the sum of its tokens' log-probabilities along the trie; softmax over a
+    row gives the served probabilities. Slots past a smaller label set's size are -inf.
+    """
+    import torch
+
     rows, tokens, slots, gold = [], [], [], []
     base = 0
     width = max(len(space.labels) for space in spaces)
@@ -82,14 +93,13 @@ def objective_loss(objective: str, head_logits: Any, examples: Sequence[Example]
                 rows.append(head_of[ids[:depth]])
                 tokens.append(ids[depth])
                 slots.append(e * width + l)
-        gold.append(space.labels.index(example.label))
+        gold.append(space.labels.index(example.label) if example.label in space.labels else -100)
         base += len(space.trie.query_points)
     device = logprobs.device
     picked = logprobs[torch.tensor(rows, device=device), torch.tensor(tokens, device=device)]
     scores = torch.zeros(len(examples) * width, device=device, dtype=picked.dtype)
     scores = scores.index_add(0, torch.tensor(slots, device=device), picked)
-    # Label sets smaller than the widest in the batch leave slots that must never win.
     present = torch.zeros_like(scores, dtype=torch.bool)
     present[torch.tensor(slots, device=device)] = True
     scores = scores.masked_fill(~present, float("-inf")).view(len(examples), width)
-    return torch.nn.functional.cross_entropy(scores, torch.tensor(gold, device=device))
+    return scores, torch.tensor(gold, device=device)

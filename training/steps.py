@@ -8,16 +8,17 @@ baseline `dialoguellm bench train` measures the fast path against.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.prompter import LabelSpace
-from training.objectives import Example, Row, example_rows, objective_loss
+from training.objectives import Example, Row, example_rows, label_log_scores, objective_loss
 
 STEP_KINDS = ("fast", "plain")
 
 
-class BatchLoss:
+class BatchLoss(ABC):
     """Turns batches of examples into their loss; `prepare` does the once-per-run work."""
 
     def __init__(self, model: Any, objective: str, spaces: dict[str, LabelSpace], eos_token_id: int | None,
@@ -39,18 +40,32 @@ class BatchLoss:
 
     def loss(self, batch: Sequence[int]) -> tuple[Any, int]:
         """(mean loss, token positions computed) of the examples at `batch`."""
-        raise NotImplementedError
-
-    def _loss_from_logits(self, head_logits: Any, batch: Sequence[int]) -> Any:
+        head_logits, computed = self.head_logits(batch)
         chosen = [self.examples[i] for i in batch]
-        return objective_loss(self.objective, head_logits, chosen, [self.spaces[e.label_set] for e in chosen],
+        loss = objective_loss(self.objective, head_logits, chosen, [self.spaces[e.label_set] for e in chosen],
                               self.eos)
+        return loss, computed
+
+    def probabilities(self, batch: Sequence[int]) -> Any:
+        """(B, W) served label probabilities of the examples at `batch` (objective `label_ce` rows)."""
+        import torch
+
+        with torch.no_grad():
+            head_logits, _ = self.head_logits(batch)
+            chosen = [self.examples[i] for i in batch]
+            logprobs = torch.log_softmax(head_logits.float(), dim=-1)
+            scores, _ = label_log_scores(logprobs, chosen, [self.spaces[e.label_set] for e in chosen])
+            return torch.softmax(scores, dim=-1)
+
+    @abstractmethod
+    def head_logits(self, batch: Sequence[int]) -> tuple[Any, int]:
+        """(logits at every head of the batch's rows, token positions computed)."""
 
 
 class PlainBatchLoss(BatchLoss):
     """Today's computation: rows right-padded to full length, logits at every position."""
 
-    def loss(self, batch: Sequence[int]) -> tuple[Any, int]:
+    def head_logits(self, batch: Sequence[int]) -> tuple[Any, int]:
         import torch
 
         rows = [row for i in batch for row in self.rows[i]]
@@ -62,7 +77,7 @@ class PlainBatchLoss(BatchLoss):
         which_row = [k for k, r in enumerate(rows) for _ in r.heads]
         position = [h for r in rows for h in r.heads]
         head_logits = logits[torch.tensor(which_row, device=device), torch.tensor(position, device=device)]
-        return self._loss_from_logits(head_logits, batch), int(mask.sum())
+        return head_logits, int(mask.sum())
 
 
 class FastBatchLoss(BatchLoss):
@@ -93,7 +108,7 @@ class FastBatchLoss(BatchLoss):
         skip = len(self.prefixes[self.examples[index].label_set].ids)
         return sum(len(row.ids) - skip for row in self.rows[index])
 
-    def loss(self, batch: Sequence[int]) -> tuple[Any, int]:
+    def head_logits(self, batch: Sequence[int]) -> tuple[Any, int]:
         import torch
 
         label_set = self.examples[batch[0]].label_set
@@ -110,7 +125,7 @@ class FastBatchLoss(BatchLoss):
         position = [h - skip for r in rows for h in r.heads]
         heads = hidden[torch.tensor(which_row, device=device), torch.tensor(position, device=device)]
         computed = sum(len(r.ids) - skip for r in rows)
-        return self._loss_from_logits(self.runner.lm_head(heads), batch), computed
+        return self.runner.lm_head(heads), computed
 
     def _cache_lower_layers(self, log: Callable[[str], None], chunk: int = 32) -> None:
         order = sorted(range(len(self.examples)), key=self.computed_length)

@@ -16,13 +16,23 @@ from typing import Any
 
 from pipeline.errors import DialogueLLMError
 from training.config import TrainConfig, load_config
-from training.loop import METRICS_FILE, STATE_FILE, train_loop
+from training.checkpoints import POSITION_FILE, STATE_FILE
+from training.loop import CONFIG_FILE, METRICS_FILE, train_loop
 
 BEST_METRIC = "dev_weighted_f1"
 
 
-def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2) -> dict[str, Any]:
-    """Run training with Ray Train; return the best checkpoint's metrics and where it was copied."""
+def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2, resume: str | None = None,
+        overwrite: bool = False) -> dict[str, Any]:
+    """Run training with Ray Train; return the best checkpoint's metrics and where it was copied.
+
+    `resume` is a step checkpoint folder (`<storage>/<run>/local-checkpoints/last-step`, written
+    every `optim.checkpoint_every_s`): the run continues exactly where it stopped.
+    """
+    output = Path(config.output_dir)
+    if output.exists() and not overwrite and not (output / CONFIG_FILE).is_file():
+        raise DialogueLLMError(f"output_dir: {output} exists and is not an adapter folder this command wrote; "
+                               "pass --overwrite to replace it")
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -34,11 +44,12 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2) 
     run_name = Path(config.output_dir).name
     # Ray Train's local mode (no workers) keeps no checkpoints of its own: the loop keeps them here.
     staging = storage_path / run_name / "local-checkpoints" if scaling.num_workers == 0 else None
-    if staging is not None and staging.exists():
+    if staging is not None and staging.exists() and resume is None:
         shutil.rmtree(staging)
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"config": config.to_dict(), "staging_dir": str(staging) if staging else None},
+        train_loop_config={"config": config.to_dict(), "staging_dir": str(staging) if staging else None,
+                           "resume": str(Path(resume).resolve()) if resume else None},
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
             accelerator_type=scaling.accelerator_type,
@@ -59,15 +70,15 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2) 
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
     if staging is not None:
-        candidates = [(folder, json.loads((folder / METRICS_FILE).read_text())) for folder in staging.iterdir()]
+        candidates = [(folder, json.loads((folder / METRICS_FILE).read_text())) for folder in staging.iterdir()
+                      if (folder / METRICS_FILE).is_file()]
     else:
         candidates = [(Path(c.to_directory()), m) for c, m in result.best_checkpoints or [(result.checkpoint, result.metrics)]]
     key = BEST_METRIC if config.dev else "epoch"
     best_dir, best_metrics = max(candidates, key=lambda cm: (cm[1].get(key, 0), cm[1].get("epoch", 0)))
-    output = Path(config.output_dir)
     if output.exists():
         shutil.rmtree(output)
-    shutil.copytree(best_dir, output, ignore=shutil.ignore_patterns(STATE_FILE))
+    shutil.copytree(best_dir, output, ignore=shutil.ignore_patterns(STATE_FILE, POSITION_FILE))
     summary = {"adapter": str(output), "metrics": {k: v for k, v in best_metrics.items()
                                                      if isinstance(v, (int, float, str))}}
     (output / "train_metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -78,13 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML training config (see training/configs/)")
     parser.add_argument("--storage", help="Ray Train storage path (default: beside output_dir)")
+    parser.add_argument("--resume", metavar="DIR", help="continue exactly from a step checkpoint folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an output_dir this command did not write")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except DialogueLLMError as e:
         print(f"dialoguellm: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(fit(config, args.storage)))
+    try:
+        summary = fit(config, args.storage, resume=args.resume, overwrite=args.overwrite)
+    except DialogueLLMError as e:
+        print(f"dialoguellm: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
     return 0
 
 

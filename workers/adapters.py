@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline.errors import AdapterError
@@ -12,12 +12,43 @@ BASE_MODEL = "base"
 """The reserved adapter name that asks for the base model without any adapter."""
 
 
+META_FILE = "dialoguellm_adapter.json"
+
+
+@dataclass(frozen=True)
+class AdapterMeta:
+    """What an adapter was trained with that serving must know: the prompt's context and token
+    budget, and the temperature per label set that calibrates its probabilities (fitted on dev)."""
+
+    context_turns: int | None = None
+    max_model_len: int | None = None
+    temperatures: dict[str, float] = field(default_factory=dict)
+
+
+def write_adapter_meta(folder: str | Path, meta: AdapterMeta) -> None:
+    (Path(folder) / META_FILE).write_text(json.dumps(asdict(meta), indent=2) + "\n", encoding="utf-8")
+
+
+def read_adapter_meta(folder: str | Path) -> AdapterMeta:
+    """The adapter's recorded settings; an adapter trained elsewhere has none (all unknown)."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return AdapterMeta()
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return AdapterMeta(raw.get("context_turns"), raw.get("max_model_len"),
+                           {str(k): float(v) for k, v in (raw.get("temperatures") or {}).items()})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
+        raise AdapterError(f"{path}: not a readable adapter description ({e})") from None
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     name: str
     path: str
     rank: int
     target_modules: tuple[str, ...]
+    meta: AdapterMeta = AdapterMeta()
 
 
 def check_adapter(name: str, path: str | Path, max_rank: int) -> AdapterInfo:
@@ -47,4 +78,4 @@ def check_adapter(name: str, path: str | Path, max_rank: int) -> AdapterInfo:
     modules = config.get("target_modules") or ()
     if isinstance(modules, str):
         modules = (modules,)
-    return AdapterInfo(name, str(folder.resolve()), rank, tuple(modules))
+    return AdapterInfo(name, str(folder.resolve()), rank, tuple(modules), read_adapter_meta(folder))

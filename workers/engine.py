@@ -6,11 +6,13 @@ only the `EngineConfig` differs. Several LoRA adapters are served at once, picke
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.calibration import apply_temperature
 from pipeline.errors import AdapterError, DialogueLLMError
 from pipeline.predictions import LabelRequest, Prediction
 from pipeline.prompter import Prompter
@@ -22,6 +24,7 @@ from workers.model_store import resolve_model
 
 _GIB = 1 << 30
 _CPU_BLOCK_SIZE = 32
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,12 +48,22 @@ class EmotionEngine:
         self.adapters: dict[str, AdapterInfo] = {
             name: check_adapter(name, path, config.max_lora_rank) for name, path in config.adapters.items()
         }
+        for info in self.adapters.values():
+            _warn_if_trained_otherwise(info, config)
         self.model = resolve_model(config.model)
-        self.llm = _start_llm(self.model, config, bool(self.adapters) or config.enable_lora)
+        # On a CPU the default adapter is merged into the model: vLLM's CPU LoRA kernels are slow.
+        self.merged = _merge_default_adapter(config) and _on_cpu()
+        served = self.model
+        if self.merged:
+            from workers.merged_model import merged_model_dir
+
+            served = str(merged_model_dir(self.model, self.adapters[config.default_adapter].path))
+        loras = {name: info for name, info in self.adapters.items() if not (self.merged and name == config.default_adapter)}
+        self.llm = _start_llm(served, config, bool(loras) or config.enable_lora)
         self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len)
         self.mode = get_mode(config.decoding)
         self.stats = EngineStats()
-        self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(self.adapters.items())}
+        self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(loras.items())}
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
         """Label every request's turn in one batch."""
@@ -108,19 +121,29 @@ class EmotionEngine:
             # Prompts that share a prefix run next to each other, so its cached blocks are reused.
             order.sort(key=lambda i: (label_sets[i], names[i] or "", items[i].prompt_ids))
         decoded: list = [None] * n
-        for i, d in zip(order, mode.decode(self.llm, [items[i] for i in order]) if items else []):
+        for i, d in zip(order, mode.decode(self.llm, [items[i] for i in order]) if items else [], strict=True):
             decoded[i] = d
             self.stats.prompt_tokens += d.prompt_tokens
             self.stats.cached_tokens += d.cached_tokens
         self.stats.turns += n
-        return [Prediction.from_probs(d.probs, name, d.label) for d, name in zip(decoded, names)]
+        return [Prediction.from_probs(self._calibrated(d.probs, name, label_set), name, d.label)
+                for d, name, label_set in zip(decoded, names, label_sets, strict=True)]
+
+    def temperature(self, adapter: str | None, label_set: str) -> float:
+        """The served adapter's dev-fitted temperature for `label_set` (1.0: none recorded)."""
+        if adapter is None:
+            return 1.0
+        return self.adapters[adapter].meta.temperatures.get(label_set, 1.0)
+
+    def _calibrated(self, probs: dict[str, float], adapter: str | None, label_set: str) -> dict[str, float]:
+        return apply_temperature(probs, self.temperature(adapter, label_set))
 
     def add_adapter(self, name: str, path: str) -> None:
         """Serve one more adapter by name (a new adapter rolled out without a restart).
 
         The engine must have been started with LoRA enabled (adapters given, or `enable_lora`).
         """
-        if not (self.adapters or self.config.enable_lora):
+        if not (self._loras or self.config.enable_lora):
             raise AdapterError("this engine was started without LoRA support (set enable_lora)")
         if name in self.adapters:
             raise AdapterError(f"adapter {name!r} is already loaded")
@@ -131,11 +154,38 @@ class EmotionEngine:
     def adapter_name(self, adapter: str | None) -> str | None:
         """The adapter a request gets: its own, else the default; `None` means the base model."""
         name = self.config.default_adapter if adapter is None else adapter
+        if name == BASE_MODEL and self.merged:
+            raise AdapterError("the bare model is not served: this engine serves the default adapter merged "
+                               "into it (start it with use_default_adapter off, or enable_lora, to serve both)")
         if name in (None, BASE_MODEL):
             return None
         if name not in self.adapters:
             raise AdapterError(f"unknown adapter {name!r} (loaded: {', '.join(self.adapters) or 'none'})")
         return name
+
+
+def _merge_default_adapter(config: EngineConfig) -> bool:
+    """Serve the shipped default adapter merged: it is the only adapter and none may be added later."""
+    from workers.model_store import DEFAULT_ADAPTER, default_adapter_dir
+
+    shipped = default_adapter_dir()
+    return (config.merge_default_adapter and not config.enable_lora and shipped is not None
+            and config.adapters == {DEFAULT_ADAPTER: str(shipped)} and config.default_adapter == DEFAULT_ADAPTER)
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def _warn_if_trained_otherwise(info: AdapterInfo, config: EngineConfig) -> None:
+    """Prompts differ from training's when the context or token budget differs: say so."""
+    meta = info.meta
+    for name, trained in (("context_turns", meta.context_turns), ("max_model_len", meta.max_model_len)):
+        if trained is not None and trained != getattr(config, name):
+            log.warning("adapter %r was trained with %s=%s but is served with %s=%s: its prompts differ from "
+                        "training's", info.name, name, trained, name, getattr(config, name))
 
 
 def _lora_request(info: AdapterInfo, lora_id: int) -> Any:

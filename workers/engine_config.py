@@ -30,7 +30,8 @@ class EngineConfig:
     `adapters` maps names to PEFT LoRA folders loaded at start; requests pick one by name, or
     the base model with `None`. `default_adapter` is used when a request names none. With the
     default model and no adapters given, the shipped default adapter is served as "default"
-    (`use_default_adapter: False` serves the bare model).
+    (`use_default_adapter: False` serves the bare model). On a CPU, an engine whose only adapter is
+    its default (and `enable_lora` off) serves it merged into the model (`merge_default_adapter`).
     CPU-only fields: `kv_cache_gib`, `cpu_threads` ("all" binds every CPU this process may use,
     else a list such as "0-3"; vLLM alone would keep one core idle for its scheduler) and
     `block_size` (default 32 on CPUs, the smallest their attention kernel takes, so the shared
@@ -42,6 +43,7 @@ class EngineConfig:
     default_adapter: str | None = None
     enable_lora: bool = False
     use_default_adapter: bool = True
+    merge_default_adapter: bool = True
     decoding: str = "scoring"
     context_turns: int = 2
     max_model_len: int = 512

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from pipeline.context import select_context
 from pipeline.datasets import load_dataset
 from pipeline.predictions import LabelRequest
 from pipeline.stream.config import StreamConfig
@@ -31,7 +32,7 @@ def stream_requests(data: str | None, z: int, limit: int | None) -> list[LabelRe
     for conv in load_dataset("meld", "test", data):
         by_id = {t.turn_id: t for t in conv.turns}
         for t in conv.turns:
-            context = tuple(by_id[i] for i in range(t.turn_id - z, t.turn_id) if i in by_id)
+            context = select_context(t.turn_id, z, by_id)
             requests.append(LabelRequest(t, context, conv.label_set))
     return requests[:limit]
 

@@ -1,19 +1,24 @@
-"""`dialoguellm bench train`: tokens/s of our training function on a model of a given shape.
+"""`dialoguellm bench train`: the plain training loop and the fast one, same examples, one run.
 
-Builds a model of the shape with random weights (no weights are needed to time training), runs
-`training.loop.run_training` directly (no Ray) for a bounded number of optimiser steps on MELD
-train prompts, and sets the measured rate against the paper's run: LLaMA-2-7B, LoRA r=8 on
-q/v, cutoff 256, about 5 hours on one 40 GB A100 for MELD + IEMOCAP + EmoryNLP.
+(a) the plain loop, as training ran before the fast path: random batches, every row padded to
+    full length, full-vocabulary logits at every position, the answer tokens' LM loss, LoRA on
+    every layer;
+(b) the fast loop as the shipped recipe trains: shared instruction prefix once per batch,
+    length-bucketed batches, logits at the loss positions only, `label_ce`, LoRA on the top
+    layers with the frozen layers below computed once per example.
+Both run one epoch over the same MELD train examples with the same LoRA rank and batch size.
+(b)'s rate counts its one-off pass over the frozen layers; `fast_steady_samples_per_s` is an
+epoch after it, as every further epoch runs.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import os
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from pipeline.benchmarks.common import log
 
 SHAPES = {
     "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -21,12 +26,10 @@ SHAPES = {
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3),
 }
-# Training turns of the paper's mix: MELD 9,989 + EmoryNLP 9,934 + IEMOCAP 5,810 (its common train split).
-PAPER_TRAIN_TURNS = 9989 + 9934 + 5810
-PAPER_HOURS = 5.0
 
 
 def build_random_model(shape: str, folder: Path, tokenizer_dir: str, use_gpu: bool) -> Path:
+    """A model of `shape` with random weights (timing does not depend on the weights)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -42,43 +45,107 @@ def build_random_model(shape: str, folder: Path, tokenizer_dir: str, use_gpu: bo
     return folder
 
 
-def run_train_benchmark(shape: str, steps: int, batch_size: int, data: str | None, use_gpu: bool | None = None,
-                        workdir: str | None = None) -> dict[str, Any]:
+def _time_loop(model_dir: str, requests: list, device: str, *, step: str, objective: str, top_layers: int | None,
+               window: int, batch_size: int, epochs: int, recipe: Any) -> dict[str, float]:
+    """Seconds of set-up (frozen-layer pass) and of each epoch over `requests`."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.prompter import Prompter
+    from training.batching import plan_epoch
+    from training.examples import encode_examples
+    from training.steps import make_batch_loss
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device)
+    layers = model.config.num_hidden_layers
+    split = layers - top_layers if top_layers else 0
+    model = get_peft_model(model, LoraConfig(
+        r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+        target_modules=list(recipe.lora.target_modules), task_type="CAUSAL_LM",
+        layers_to_transform=list(range(split, layers)) if top_layers else None))
+    prompter = Prompter(tokenizer, recipe.context_turns, recipe.max_model_len)
+    examples, _ = encode_examples(requests, prompter)
+    spaces = {name: prompter.space(name) for name in {e.label_set for e in examples}}
+    loss_of = make_batch_loss(step, model, objective, spaces, tokenizer.eos_token_id, pad, split)
+    started = time.perf_counter()
+    loss_of.prepare(examples, lambda message: log(f"  {message}"))
+    prepare_s = time.perf_counter() - started
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    lengths = [loss_of.computed_length(i) for i in range(len(examples))]
+    model.train()
+    epoch_s, padding = [], 0.0
+    for epoch in range(epochs):
+        plan = plan_epoch(lengths, [e.label_set for e in examples], batch_size, seed=epoch, window=window)
+        padding = plan.padding_share
+        started = time.perf_counter()
+        for done, batch in enumerate(plan.batches, 1):
+            loss, _ = loss_of.loss(batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if done % 4 == 0 or done == len(plan.batches):
+                elapsed = time.perf_counter() - started
+                log(f"  epoch {epoch}: {done}/{len(plan.batches)} batches, ETA "
+                    f"{elapsed / done * (len(plan.batches) - done):.0f} s")
+        if device == "cuda":
+            torch.cuda.synchronize()
+        epoch_s.append(time.perf_counter() - started)
+    return {"examples": len(examples), "prepare_s": prepare_s, "epoch_s": epoch_s, "padding_share": padding}
+
+
+def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: str, batch_size: int = 16,
+                        shape: str | None = None, workdir: str | None = None) -> dict[str, Any]:
+    import shutil
+    import tempfile
+
     import torch
 
-    from training.config import DataSource, Optimisation, Scaling, TrainConfig
-    from training.loop import run_training
+    from training.config import load_config
+    from training.examples import requests_from
+    from training.config import DataSource
     from workers.model_store import resolve_model
 
-    use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
-    folder = Path(tempfile.mkdtemp(prefix=f"bench-{shape}-", dir=workdir))
+    if device == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    recipe = load_config(recipe_path)
+    requests = requests_from((DataSource("meld", "train", data, limit=limit),), recipe.context_turns)
+    folder = None
+    model_dir = resolve_model(recipe.model)
+    if shape:
+        folder = Path(tempfile.mkdtemp(prefix=f"bench-{shape}-", dir=workdir))
+        model_dir = str(build_random_model(shape, folder, model_dir, device == "cuda"))
     try:
-        started = time.perf_counter()
-        build_random_model(shape, folder, resolve_model(None), use_gpu)
-        built = time.perf_counter() - started
-        config = TrainConfig(
-            model=str(folder), output_dir=str(folder / "out"), context_turns=2,
-            train=(DataSource("meld", "train", data, limit=steps * batch_size),),
-            dev=(),
-            optim=replace(Optimisation(), batch_size=batch_size, gradient_accumulation=1, cutoff_len=256),
-            scaling=Scaling(use_gpu=use_gpu),
-        )
-        metrics = run_training(config, max_steps=steps)
+        log(f"bench train: {len(requests)} MELD train examples, batch {batch_size}, {device}, "
+            f"model {shape or model_dir}")
+        log("(a) plain loop: random batches, full logits, lm loss, LoRA on every layer")
+        plain = _time_loop(model_dir, requests, device, step="plain", objective="lm", top_layers=None, window=1,
+                           batch_size=batch_size, epochs=1, recipe=recipe)
+        log(f"(b) fast loop: {recipe.objective}, LoRA on the top {recipe.lora.top_layers or 'all'} layers")
+        fast = _time_loop(model_dir, requests, device, step="fast", objective=recipe.objective,
+                          top_layers=recipe.lora.top_layers, window=32, batch_size=batch_size, epochs=2, recipe=recipe)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
-    tokens_per_s = metrics["train_tokens_per_s"]
-    mean_tokens = metrics["train_tokens"] / max(1, metrics["train_examples"])
-    epoch_hours = PAPER_TRAIN_TURNS * mean_tokens / tokens_per_s / 3600
-    device = torch.cuda.get_device_name(0) if use_gpu else "cpu"
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    n = plain["examples"]
+    baseline = n / (plain["prepare_s"] + plain["epoch_s"][0])
+    first = n / (fast["prepare_s"] + fast["epoch_s"][0])
+    steady = n / fast["epoch_s"][1]
     result = {
-        "shape": shape, "device": device, "steps": steps, "batch_size": batch_size,
-        "train_tokens_per_s": round(tokens_per_s, 1), "mean_tokens_per_example": round(mean_tokens, 1),
-        "paper_mix_epoch_hours": round(epoch_hours, 3), "paper_hours": PAPER_HOURS,
-        "epochs_in_paper_time": round(PAPER_HOURS / epoch_hours, 2), "model_build_s": round(built, 1),
-        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if use_gpu else None,
+        "examples": n, "batch_size": batch_size, "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "baseline_samples_per_s": round(baseline, 3), "fast_samples_per_s": round(first, 3),
+        "fast_steady_samples_per_s": round(steady, 3), "ratio": round(first / baseline, 2),
+        "steady_ratio": round(steady / baseline, 2), "baseline_padding_share": round(plain["padding_share"], 3),
+        "fast_padding_share": round(fast["padding_share"], 3), "fast_prepare_s": round(fast["prepare_s"], 1),
+        "recipe": recipe_path,
     }
-    print(f"bench train: {shape} with random weights on {device}, {steps} steps of {batch_size} examples")
-    print(f"  {tokens_per_s:.0f} tokens/s; {mean_tokens:.0f} tokens per example")
-    print(f"  one epoch of the paper's mix ({PAPER_TRAIN_TURNS} turns): {epoch_hours:.2f} h; "
-          f"the paper's {PAPER_HOURS:.0f} h on one A100 would cover {PAPER_HOURS / epoch_hours:.1f} epochs here")
+    print(f"{'path':<44}{'samples/s':>10}{'x (a)':>7}{'padding':>9}")
+    print(f"{'(a) plain loop':<44}{baseline:>10.2f}{1:>7.2f}{plain['padding_share']:>9.1%}")
+    print(f"{'(b) fast loop, first epoch (frozen pass incl.)':<44}{first:>10.2f}{first / baseline:>7.2f}"
+          f"{fast['padding_share']:>9.1%}")
+    print(f"{'(b) fast loop, later epochs':<44}{steady:>10.2f}{steady / baseline:>7.2f}{fast['padding_share']:>9.1%}")
     return result

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pipeline.context import select_context
 from pipeline.errors import DataError
 from pipeline.labels import get_label_set
 
@@ -87,7 +88,7 @@ def add_context(df: Any, z: int) -> Any:
     for _, group in df.groupby("_conversation_id", sort=False):
         turns = dict(zip(group["_turn_id"], zip(group["_speaker"], group["_text"])))
         for index, turn_id in zip(group.index, group["_turn_id"]):
-            context[index] = json.dumps([turns[i] for i in range(turn_id - z, turn_id) if i in turns])
+            context[index] = json.dumps(select_context(turn_id, z, turns))
     df["_context"] = context
     return df
 

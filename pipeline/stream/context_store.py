@@ -17,6 +17,7 @@ from typing import Any
 
 import msgpack
 
+from pipeline.context import context_ids
 from pipeline.turns import Turn
 from pipeline.wire import TurnMessage
 
@@ -50,7 +51,7 @@ class ContextStore:
         pipe = self.redis.pipeline(transaction=False)
         wanted = []
         for t in turns:
-            ids = list(range(max(0, t.turn_id - self.z), t.turn_id))
+            ids = list(context_ids(t.turn_id, self.z))
             wanted.append(ids)
             if ids:
                 pipe.hmget(self.key(t.conversation_id), [str(i) for i in ids])
