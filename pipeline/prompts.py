@@ -46,8 +46,13 @@ class Demonstration:
     target: Turn
 
 
+def _clean(text: str) -> str:
+    """Runs of whitespace as one space: every path (corpus, stream, manifest) gives the same prompt."""
+    return " ".join(text.split())
+
+
 def _line(turn: Turn) -> str:
-    return f"{turn.speaker}: {turn.text}"
+    return f"{_clean(turn.speaker)}: {_clean(turn.text)}"
 
 
 class PromptBuilder:

@@ -1,0 +1,114 @@
+"""One context rule on every path: the prompts of MELD dialogues with gaps in `Utterance_ID`, built
+through evaluation, training, the stream's context store (real Redis) and batch labelling, are
+byte-identical."""
+
+import asyncio
+import os
+import uuid
+
+import pytest
+
+from pipeline.context import context_ids, select_context
+
+GAPPED = ("93", "108")  # MELD test dialogues whose Utterance_IDs skip numbers
+
+
+def test_the_rule_takes_ids_before_the_turn():
+    assert list(context_ids(5, 2)) == [3, 4]
+    assert list(context_ids(1, 3)) == [0]
+    assert list(context_ids(4, 0)) == []
+    assert select_context(9, 3, {0: "a", 5: "b", 7: "c", 8: "d"}) == ("c", "d")
+
+
+@pytest.fixture(scope="module")
+def gapped(data_root):
+    from pipeline.datasets import load_dataset
+
+    conversations = [c for c in load_dataset("meld", "test", data_root / "MELD" / "test_sent_emo.csv")
+                     if c.conversation_id in GAPPED]
+    assert len(conversations) == 2
+    for conv in conversations:
+        ids = [t.turn_id for t in conv.turns]
+        assert ids != list(range(len(ids))), "the test needs gaps"
+    return conversations
+
+
+@pytest.fixture(scope="module")
+def prompter(tiny_model):
+    from pipeline.prompter import Prompter
+
+    return Prompter.from_model(str(tiny_model), context_turns=3, max_model_len=512)
+
+
+def _eval_prompts(conversations, prompter):
+    from pipeline.evaluation import label_requests
+
+    return _keyed(label_requests(conversations, prompter.context_turns), prompter)
+
+
+def _keyed(requests, prompter):
+    return {(r.turn.conversation_id, r.turn.turn_id): prompter.build(r) for r in requests}
+
+
+def _training_prompts(conversations, prompter, data_root):
+    from training.config import DataSource
+    from training.examples import encode_examples, requests_from
+
+    requests = [r for r in requests_from((DataSource("meld", "test", str(data_root / "MELD" / "test_sent_emo.csv")),),
+                                         prompter.context_turns) if r.turn.conversation_id in GAPPED]
+    examples, skipped = encode_examples(requests, prompter)
+    assert skipped == 0
+    ids = {(r.turn.conversation_id, r.turn.turn_id): e.prompt_ids for r, e in zip(requests, examples, strict=True)}
+    return ids, _keyed(requests, prompter)
+
+
+def _stream_prompts(conversations, prompter):
+    redis = pytest.importorskip("redis.asyncio")
+    from pipeline.predictions import LabelRequest
+    from pipeline.stream.context_store import ContextStore
+    from pipeline.wire import TurnMessage
+
+    async def run():
+        client = redis.Redis.from_url(os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0"))
+        store = ContextStore(client, f"test-parity-{uuid.uuid4().hex[:8]}", prompter.context_turns, 50, 60)
+        prompts = {}
+        try:
+            for conv in conversations:
+                messages = [TurnMessage.from_turn(t) for t in conv.turns]
+                await store.remember(messages)
+                for message, (context, _) in zip(messages, await store.contexts(messages), strict=True):
+                    prompts[(message.conversation_id, message.turn_id)] = prompter.build(
+                        LabelRequest(message.to_turn(), context, "meld"))
+            await client.delete(*[store.key(c.conversation_id) for c in conversations])
+        finally:
+            await client.aclose()
+        return prompts
+
+    return asyncio.run(run())
+
+
+def _batch_prompts(data_root, prompter):
+    import pandas as pd
+
+    from pipeline.labelling.manifest import add_context, normalise
+    from workers.batch_stages import label_requests
+
+    path = data_root / "MELD" / "test_sent_emo.csv"
+    table = pd.read_csv(path)
+    table = table[table["Dialogue_ID"].astype(str).isin(GAPPED)]
+    rows = add_context(normalise(table, None, "meld", str(path)), prompter.context_turns)
+    return _keyed(label_requests(rows, "meld"), prompter)
+
+
+def test_prompts_are_byte_identical_on_every_path(gapped, prompter, data_root):
+    evaluation = _eval_prompts(gapped, prompter)
+    training_ids, training = _training_prompts(gapped, prompter, data_root)
+    stream = _stream_prompts(gapped, prompter)
+    batch = _batch_prompts(data_root, prompter)
+    assert len(evaluation) == sum(len(c.turns) for c in gapped)
+    assert training == evaluation
+    assert training_ids == {key: tuple(prompter.encode(p)) for key, p in evaluation.items()}
+    assert stream == evaluation
+    assert batch == evaluation
+    # By id, not by position: turn 8 of dialogue 93 follows a gap (5-7), so it has no context.
+    assert "### Conversation" not in evaluation[("93", 8)] and "### Conversation" in evaluation[("93", 4)]
