@@ -28,3 +28,47 @@ def test_reserved_and_missing(tmp_path):
         check_adapter("base", tmp_path, 8)
     with pytest.raises(AdapterError, match="does not exist"):
         check_adapter("gone", tmp_path / "gone", 8)
+
+
+def test_adapter_meta_round_trips_and_a_broken_one_is_named(tmp_path, tiny_adapter):
+    import shutil
+
+    from workers.adapters import META_FILE, AdapterMeta, read_adapter_meta, write_adapter_meta
+
+    folder = tmp_path / "a"
+    shutil.copytree(tiny_adapter, folder)
+    assert check_adapter("a", folder, 8).meta == AdapterMeta()  # trained elsewhere: nothing recorded
+    write_adapter_meta(folder, AdapterMeta(3, 384, {"meld": 1.7}))
+    assert check_adapter("a", folder, 8).meta == AdapterMeta(3, 384, {"meld": 1.7})
+    (folder / META_FILE).write_text("{not json")
+    with pytest.raises(AdapterError, match=META_FILE):
+        read_adapter_meta(folder)
+
+
+def test_merged_model_computes_what_the_adapter_computes(tmp_path, tiny_model, tiny_adapter, monkeypatch):
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from tiny_model import build_lora_adapter
+    from workers.merged_model import merged_model_dir
+
+    monkeypatch.setenv("DIALOGUELLM_HOME", str(tmp_path / "home"))
+    merged = merged_model_dir(tiny_model, tiny_adapter)
+    ids = torch.tensor([[5, 17, 99, 240, 7, 301]])
+    with torch.no_grad():
+        expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model),
+                                             str(tiny_adapter))(ids).logits
+        bare = AutoModelForCausalLM.from_pretrained(tiny_model)(ids).logits
+        got = AutoModelForCausalLM.from_pretrained(merged)(ids).logits
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+    assert (bare - expected).abs().max() > 1e-2, "the adapter must change the logits for this test to mean anything"
+
+    stamp = (merged / "config.json").stat().st_mtime_ns
+    assert merged_model_dir(tiny_model, tiny_adapter) == merged  # cached, not merged again
+    assert (merged / "config.json").stat().st_mtime_ns == stamp
+    retrained = build_lora_adapter(tiny_model, tmp_path / "retrained", rank=8, seed=7)
+    assert merged_model_dir(tiny_model, retrained) != merged  # another adapter: another folder
+    shutil.rmtree(tmp_path / "home")

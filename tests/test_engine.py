@@ -104,3 +104,30 @@ def test_choice_mode_picks_a_label_consistent_with_its_first_step(engine):
 def test_unknown_adapter_is_refused(engine):
     with pytest.raises(AdapterError, match="unknown adapter 'nope'"):
         engine.predict(_requests(adapter="nope"))
+
+
+def test_an_adapters_temperature_calibrates_its_probabilities_and_a_budget_mismatch_warns(
+        engine, tiny_adapter, tmp_path, caplog):
+    import shutil
+
+    from pipeline.calibration import apply_temperature
+    from workers.adapters import AdapterMeta, write_adapter_meta
+
+    folder = tmp_path / "calibrated"
+    shutil.copytree(tiny_adapter, folder)
+    write_adapter_meta(folder, AdapterMeta(context_turns=5, max_model_len=engine.config.max_model_len,
+                                           temperatures={"meld": 2.5}))
+    with caplog.at_level("WARNING", logger="workers.engine"):
+        engine.add_adapter("calibrated-copy", str(folder))
+    assert any("trained with context_turns=5" in r.getMessage() for r in caplog.records)
+    assert not any("max_model_len" in r.getMessage() for r in caplog.records)
+    raw = engine.predict(_requests(adapter="tiny"))
+    calibrated = engine.predict(_requests(adapter="calibrated-copy"))
+    for before, after in zip(raw, calibrated, strict=True):
+        expected = apply_temperature(before.probs, 2.5)
+        assert all(math.isclose(after.probs[k], v, rel_tol=1e-6, abs_tol=1e-9) for k, v in expected.items())
+        assert after.label == before.label and after.confidence < before.confidence
+    other_set = engine.predict(_requests(label_set="emorynlp", adapter="calibrated-copy"))
+    plain = engine.predict(_requests(label_set="emorynlp", adapter="tiny"))
+    for a, b in zip(other_set, plain, strict=True):  # no temperature recorded for this label set
+        assert a.probs == pytest.approx(b.probs, rel=1e-6, abs=1e-9)

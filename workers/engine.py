@@ -148,6 +148,7 @@ class EmotionEngine:
         if name in self.adapters:
             raise AdapterError(f"adapter {name!r} is already loaded")
         info = check_adapter(name, path, self.config.max_lora_rank)
+        _warn_if_trained_otherwise(info, self.config)
         self.adapters[name] = info
         self._loras[name] = _lora_request(info, len(self._loras) + 1)
 

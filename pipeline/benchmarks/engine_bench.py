@@ -79,6 +79,8 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     baseline = transformers_baseline(model_dir, prompts)
     log(f"  (a) transformers generate: {baseline:.2f} turns/s")
 
+    adapted = config.with_default_adapter()
+    config = replace(config, use_default_adapter=False, adapters={}, default_adapter=None)
     engine = EmotionEngine(config)
     engine.predict_prompts(warm_prompts, "meld")
     rates = {mode: _timed(engine, prompts, mode) for mode in ("scoring", "choice")}
@@ -86,19 +88,32 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     lever_rates = {"prompt_order_off" if config.sort_prompts else "prompt_order_on":
                    _timed(engine, prompts, config.decoding)}
     engine.config = config
+    del engine
+    gc.collect()
     if levers:
-        del engine
-        gc.collect()
         other = EmotionEngine(replace(config, enable_prefix_caching=not config.enable_prefix_caching))
         other.predict_prompts(warm_prompts, "meld")
         key = "prefix_caching_off" if config.enable_prefix_caching else "prefix_caching_on"
         lever_rates[key] = _timed(other, prompts, config.decoding)
+        del other
+        gc.collect()
+    adapter_rate = None
+    if adapted.default_adapter is not None:
+        # The adapter users get by default, served as the engine serves it (merged on a CPU).
+        served = EmotionEngine(adapted)
+        served.predict_prompts(warm_prompts, "meld")
+        adapter_rate = _timed(served, prompts, config.decoding)
+        how = "merged" if served.merged else "LoRA"
+        del served
+        gc.collect()
 
     mode = config.decoding
     best, best_computed = rates[mode]
     per_turn_gflop = flops / len(prompts) / 1e9
     rows = [("(a) transformers generate", (baseline, 1.0))] + [(f"(b) engine, {m}", r) for m, r in rates.items()]
     rows += [(f"    engine, {mode}, {k.replace('_', ' ')}", r) for k, r in lever_rates.items()]
+    if adapter_rate is not None:
+        rows.append((f"(c) engine, {mode}, default adapter ({how})", adapter_rate))
     mean_tokens = sum(tokens) / len(tokens)
     print(f"{'path':<40}{'turns/s':>8}{'tok/s':>7}{'x (a)':>7}{'computed':>10}{'GFLOP/s':>9}{'% mm':>6}"
           f"{'eff. GFLOP/s':>13}{'% mm':>6}")
@@ -122,4 +137,7 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
         "mean_prompt_tokens": round(mean_tokens, 1),
         "modes_turns_per_s": {m: round(r[0], 3) for m, r in rates.items()},
         "levers_turns_per_s": {k: round(r[0], 3) for k, r in lever_rates.items()},
+        "default_adapter_turns_per_s": round(adapter_rate[0], 3) if adapter_rate else None,
+        "default_adapter_ratio": round(adapter_rate[0] / best, 3) if adapter_rate else None,
+        "default_adapter_merged": how == "merged" if adapter_rate else None,
     }
