@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,13 +121,17 @@ class LabelMessage:
     latency_ms: float
     description: str | None = None
     flags: list[str] = field(default_factory=list)
+    speaker: str = ""
 
     def encode(self) -> dict[str, bytes]:
         return {PAYLOAD: msgpack.packb(asdict(self), use_bin_type=True)}
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> LabelMessage:
-        return cls(**msgpack.unpackb(_field(fields, PAYLOAD), raw=False))
+        """The message in an entry; keys this version does not know are ignored (forward compatible)."""
+        payload = msgpack.unpackb(_field(fields, PAYLOAD), raw=False)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in payload.items() if k in known})
 
 
 @dataclass(frozen=True)

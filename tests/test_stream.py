@@ -440,3 +440,19 @@ def test_dead_letters_replayed_after_a_fix_are_labelled_once(r, prefix, pool, ru
     assert len({x.source_id for x in labels}) == 3
     again = run_cli("replay", "--redis", REDIS_URL, "--in-stream", strict.in_stream)
     assert "replayed 0 entries" in again.stdout
+
+
+def test_replay_moves_every_dead_letter_across_pages(r, prefix):
+    """Pages of 100: the entry that ends a page is replayed (deleted) before the next page is read."""
+    from pipeline.stream.replay import replay_dead_letters
+
+    dead, inbox = f"{prefix}:dead", f"{prefix}:turns"
+    for i in range(250):
+        r.xadd(dead, DeadLetter(TurnMessage("c", i, "A", f"turn {i}").encode()[PAYLOAD], f"0-{i + 1}",
+                                "engine failed", 3).encode())
+    dry = replay_dead_letters(r, dead, inbox, keep=lambda _: True, dry_run=True)
+    assert len(dry) == 250 and r.xlen(dead) == 250 and not r.exists(inbox)
+    done = replay_dead_letters(r, dead, inbox, keep=lambda _: True)
+    assert len(done) == 250 and r.xlen(inbox) == 250 and r.xlen(dead) == 0
+    replayed = [msgpack.unpackb(fields[PAYLOAD.encode()], raw=False)["turn_id"] for _, fields in r.xrange(inbox)]
+    assert replayed == list(range(250))

@@ -7,7 +7,7 @@ from pipeline.errors import ConfigError
 from pipeline.stream.ack_policy import AckPolicy, Action
 from pipeline.stream.config import StreamConfig
 from pipeline.turns import VideoSegment
-from pipeline.wire import DeadLetter, LabelMessage, MalformedMessage, TurnMessage, TurnSchema, original_payload
+from pipeline.wire import PAYLOAD, DeadLetter, LabelMessage, MalformedMessage, TurnMessage, TurnSchema, original_payload
 
 SCHEMA = TurnSchema(max_text_chars=20, adapters=["tiny", "base"])
 GOOD = {"conversation_id": "c1", "turn_id": 3, "speaker": "Ann", "text": "Hello there"}
@@ -64,6 +64,17 @@ def test_labels_and_dead_letters_round_trip():
     assert DeadLetter.decode(encoded) == letter
     # An entry without a payload field keeps all its fields in the dead letter.
     assert msgpack.unpackb(original_payload({b"other": b"x"})) == {"other": b"x"}
+
+
+def test_readers_ignore_fields_added_later():
+    label = LabelMessage("c1", 3, "joy", 0.5, {"joy": 0.5}, None, "m", "1-0", 12.5, speaker="Customer")
+    body = msgpack.unpackb(label.encode()[PAYLOAD], raw=False)
+    newer = {PAYLOAD: msgpack.packb({**body, "sentiment": "positive", "v": 2})}
+    assert LabelMessage.decode(newer) == label
+    older = {PAYLOAD: msgpack.packb({k: v for k, v in body.items() if k != "speaker"})}
+    assert LabelMessage.decode(older).speaker == ""  # written before labels carried the speaker
+    turn = SCHEMA.parse(fields({**GOOD, "priority": "high", "channel": {"kind": "voice"}}))
+    assert turn == SCHEMA.parse(fields(GOOD))
 
 
 def test_ack_policy_retries_failures_then_gives_up():

@@ -29,9 +29,8 @@ def replay_dead_letters(redis: Any, dead_stream: str, in_stream: str, keep: Call
     done: list[Replayed] = []
     after = "-"
     while True:
+        # Exclusive start: the previous page's last entry may have been replayed (deleted) already.
         entries = redis.xrange(dead_stream, min=after, count=count)
-        if after != "-":
-            entries = entries[1:]
         if not entries:
             return done
         for entry_id, fields in entries:
@@ -46,4 +45,4 @@ def replay_dead_letters(redis: Any, dead_stream: str, in_stream: str, keep: Call
                 pipe.xdel(dead_stream, entry_id)
                 new_id = as_text(pipe.execute()[0])
             done.append(Replayed(entry_id, letter.source_id, new_id, letter.error))
-        after = entry_id
+        after = f"({entry_id}"

@@ -226,7 +226,7 @@ class StreamWorker:
         finally:
             self.metrics.queue_depth.set(self.pool.queue_depth)
         outcomes = []
-        for (entry, message), (_, complete), answer in zip(todo, contexts, answers):
+        for (entry, message), (_, complete), answer in zip(todo, contexts, answers, strict=True):
             if isinstance(answer, DialogueLLMError):
                 outcomes.append(Outcome(entry, self.policy.rejected(str(answer))))
                 continue
@@ -235,7 +235,7 @@ class StreamWorker:
                 flags.append(FLAG_NO_DESCRIPTION)
             label = LabelMessage(
                 message.conversation_id, message.turn_id, answer.label, answer.confidence, answer.probs,
-                answer.adapter, self.pool.model, entry.id, 0.0, message.description, flags,
+                answer.adapter, self.pool.model, entry.id, 0.0, message.description, flags, message.speaker,
             )
             outcomes.append(Outcome(entry, OUTPUT, label))
         return outcomes
