@@ -8,7 +8,9 @@ CORE = ["pipeline.turns", "pipeline.labels", "pipeline.prompts", "pipeline.promp
         "pipeline.cli", "pipeline.commands", "workers.engine_config", "workers.adapters",
         "pipeline.wire", "pipeline.logs", "pipeline.stream.ack_policy", "pipeline.stream.config",
         "pipeline.stream.context_store", "pipeline.stream.stream_io", "pipeline.stream.client",
-        "pipeline.stream.commands", "workers.engine_pool", "workers.engine_actor"]
+        "pipeline.stream.commands", "workers.engine_pool", "workers.engine_actor", "pipeline.context",
+        "pipeline.calibration", "training.config", "training.objectives", "training.batching",
+        "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
 

@@ -456,3 +456,21 @@ def test_replay_moves_every_dead_letter_across_pages(r, prefix):
     assert len(done) == 250 and r.xlen(inbox) == 250 and r.xlen(dead) == 0
     replayed = [msgpack.unpackb(fields[PAYLOAD.encode()], raw=False)["turn_id"] for _, fields in r.xrange(inbox)]
     assert replayed == list(range(250))
+
+
+def test_an_entry_deleted_while_pending_is_dead_lettered_without_payload(r, prefix, pool):
+    """XAUTOCLAIM on Redis 7 lists such ids apart and drops them from the pending list."""
+    from pipeline.stream.worker import DELETED_ENTRY
+
+    cfg = config(prefix, claim_idle_ms=100, claim_interval_ms=200)
+    r.xgroup_create(cfg.in_stream, cfg.group, id="0", mkstream=True)
+    ids = push_many(r, cfg.in_stream, [TurnMessage("c", i, "A", f"turn {i}") for i in range(4)])
+    r.xreadgroup(cfg.group, "crashed", {cfg.in_stream: ">"})  # a worker that read them, then died
+    r.xdel(cfg.in_stream, ids[1])
+    time.sleep(0.2)
+    with worker(cfg, pool):
+        wait_for(r, cfg, 4, timeout=120)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert [(d.source_id, d.error, d.payload) for d in dead] == [(ids[1], DELETED_ENTRY, b"")]
+    assert sorted(label.turn_id for label in labels) == [0, 2, 3]
+    assert r.xpending(cfg.in_stream, cfg.group)["pending"] == 0

@@ -79,7 +79,10 @@ class StreamIO:
         )
         self._claim_cursor = as_text(reply[0])
         self.more_to_claim = self._claim_cursor != "0-0"
-        return await self._with_deliveries([(as_text(i), f) for i, f in reply[1]])
+        # Redis 7 lists entries deleted while pending apart (and drops them from the pending list);
+        # Redis 6 returns them with no fields. Either way they come back with `fields` None.
+        deleted = [(as_text(i), None) for i in (reply[2] if len(reply) > 2 else ())]
+        return await self._with_deliveries([(as_text(i), f) for i, f in reply[1]] + deleted)
 
     async def _with_deliveries(self, raw: Sequence[tuple[str, dict | None]]) -> list[Entry]:
         if not raw:

@@ -33,6 +33,7 @@ from pipeline.wire import (FLAG_NO_DESCRIPTION, FLAG_PARTIAL_CONTEXT, LabelMessa
                            TurnSchema, entry_time_ms)
 
 log = logging.getLogger("dialoguellm.stream")
+DELETED_ENTRY = "entry deleted before it was labelled"
 
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _IDLE_BLOCK_MS = 1000  # how long an idle reader blocks: bounds how fast it notices a stop
@@ -177,8 +178,9 @@ class StreamWorker:
         await self._commit(outcomes)
 
     def _parse(self, entry: Entry) -> TurnMessage:
+        """The entry's turn; `MalformedMessage` for a bad one or one deleted before it was labelled."""
         if entry.fields is None:
-            raise MalformedMessage("the entry was deleted from the stream before it was labelled")
+            raise MalformedMessage(DELETED_ENTRY)
         return self.schema.parse(entry.fields)
 
     async def _describe(self, todo: list[tuple[Entry, TurnMessage]]) -> list[tuple[Entry, TurnMessage]]:
