@@ -417,6 +417,32 @@ def test_turns_with_video_are_described_and_a_broken_video_still_labelled(r, pre
     r.delete(key)
 
 
+def test_a_crashed_describer_leaves_the_turn_labelled_from_its_text(r, prefix, pool, tmp_path):
+    """The video actor is really killed (ray.kill, no restart): describing fails for the batch."""
+    import ray
+    from skimage import data
+
+    from pipeline.stream.runner import BackgroundWorker
+    from workers.video.actors import VideoPool, VideoPoolConfig
+    from workers.video.decoder import DecodeConfig
+    from workers.video.synthetic import make_video
+
+    clip = make_video(tmp_path / "face.mp4", 1, 25, "libx264", size=(256, 256), image=data.astronaut())
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=2), cpus_per_actor=0.5))
+    try:
+        ray.kill(videos.actors.actors[0], no_restart=True)
+        cfg = config(prefix)
+        with BackgroundWorker(cfg, pool, videos=videos) as w:
+            ids = [push_turn(r, "call-9", 0, "Ann", "Look at this!", stream=cfg.in_stream,
+                             video=VideoSegment(str(clip), 0.0, 0.8))]
+            wait_for(r, cfg, 1, running=w, timeout=120)
+    finally:
+        videos.shutdown()
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and labels[0].flags == ["no_description"] and labels[0].description is None
+    assert w.metrics.registry.get_sample_value("dialoguellm_video_errors_total") == 1
+
+
 def test_dead_letters_replayed_after_a_fix_are_labelled_once(r, prefix, pool, run_cli):
     strict = config(prefix, max_text_chars=10)
     texts = ["This sentence is too long for it.", "So is this one, clearly.", "ok"]

@@ -193,9 +193,13 @@ class StreamWorker:
         known = await self._redis(lambda: self.descriptions.get_many(keys))
         # One description per distinct segment, even when several turns of the batch share it.
         missing = list({keys[j]: j for j, d in enumerate(known) if d is None}.values())
-        results = await self.videos.describe([segments[j] for j in missing])
-        fresh = {keys[j]: r.description for j, r in zip(missing, results) if r.description is not None}
-        errors = {keys[j]: r.error for j, r in zip(missing, results) if r.description is None}
+        try:
+            results = await self.videos.describe([segments[j] for j in missing])
+            fresh = {keys[j]: r.description for j, r in zip(missing, results, strict=True) if r.description is not None}
+            errors = {keys[j]: r.error for j, r in zip(missing, results, strict=True) if r.description is None}
+        except Exception as e:  # a crashed video actor: the turns are labelled from their text alone
+            reason = f"describer failed: {type(e).__name__}: {e}"
+            fresh, errors = {}, {keys[j]: reason for j in missing}
         for j, key in enumerate(keys):
             known[j] = known[j] or fresh.get(key)
             if key in errors:
@@ -204,7 +208,7 @@ class StreamWorker:
         self.metrics.videos_described.inc(len(fresh))
         await self._redis(lambda: self.descriptions.put_many(fresh))
         todo = list(todo)
-        for i, description in zip(wanted, known):
+        for i, description in zip(wanted, known, strict=True):
             if description is not None:
                 entry, message = todo[i]
                 todo[i] = (entry, replace(message, description=description.text))
@@ -216,7 +220,7 @@ class StreamWorker:
         await self._redis(lambda: self.context.remember(messages))
         contexts = await self._redis(lambda: self.context.contexts(messages))
         requests = [LabelRequest(m.to_turn(), context, m.label_set, m.adapter)
-                    for m, (context, _) in zip(messages, contexts)]
+                    for m, (context, _) in zip(messages, contexts, strict=True)]
         self.metrics.queue_depth.set(self.pool.queue_depth + 1)
         try:
             answers = await self.pool.label(requests)
