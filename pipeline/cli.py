@@ -68,6 +68,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DialogueLLMError as e:
         print(f"dialoguellm: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as e:
+        if not type(e).__module__.startswith("redis."):
+            raise
+        from pipeline.stream.redis_checks import describe_error
+
+        # A Redis reply error while running (a key replaced, memory full): one line, no password.
+        print(f"dialoguellm: error: {describe_error(e, getattr(args, 'redis', None))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dialoguellm: interrupted", file=sys.stderr)
         return 130

@@ -500,3 +500,53 @@ def test_an_entry_deleted_while_pending_is_dead_lettered_without_payload(r, pref
     assert [(d.source_id, d.error, d.payload) for d in dead] == [(ids[1], DELETED_ENTRY, b"")]
     assert sorted(label.turn_id for label in labels) == [0, 2, 3]
     assert r.xpending(cfg.in_stream, cfg.group)["pending"] == 0
+
+
+def test_a_deleted_group_is_recreated_and_nothing_is_labelled_twice(r, prefix, pool):
+    cfg = config(prefix)
+    with worker(cfg, pool) as w:
+        first = [push_turn(r, "g", i, "A", f"turn {i}", stream=cfg.in_stream) for i in range(3)]
+        wait_for(r, cfg, 3, running=w)
+        r.xgroup_destroy(cfg.in_stream, cfg.group)  # an operator's mistake under a running worker
+        later = [push_turn(r, "g", i, "A", f"turn {i}", stream=cfg.in_stream) for i in range(3, 6)]
+        wait_for(r, cfg, 6, running=w, timeout=120)
+        time.sleep(1.5)  # the recreated group redelivers the first three: their done markers hold
+    labels, dead = assert_exactly_once(r, cfg, first + later)
+    assert dead == [] and r.xlen(cfg.out_stream) == 6
+    assert w.metrics.registry.get_sample_value("dialoguellm_redis_errors_total") >= 1
+
+
+@pytest.fixture
+def acl_user(r):
+    """A real ACL user with a password on the test server, removed afterwards."""
+    name = f"dllm-{uuid.uuid4().hex[:6]}"
+    r.acl_setuser(name, enabled=True, passwords=["+S3cretPass"], keys=["*"], commands=["+@all"])
+    yield name
+    r.acl_deluser(name)
+
+
+def test_redis_errors_are_one_line_and_never_show_a_password(r, prefix, run_cli, acl_user, tmp_path):
+    host = REDIS_URL.split("//", 1)[1]
+    wrong = f"redis://{acl_user}:WrongPass@{host}"
+    right = f"redis://{acl_user}:S3cretPass@{host}"
+    not_a_stream = f"{prefix}:plain"
+    r.set(not_a_stream, "x")
+    cases = [
+        (("push", "tests/data/conversations.jsonl", "--redis", wrong), "authentication failed"),
+        (("tail", "--redis", wrong, "--count", "1"), "authentication failed"),
+        (("replay", "--redis", wrong), "authentication failed"),
+        (("serve", "--redis", wrong), "authentication failed"),
+        (("push", "tests/data/conversations.jsonl", "--redis", right, "--stream", not_a_stream),
+         f"key '{not_a_stream}'"),
+        (("tail", "--redis", right, "--stream", not_a_stream, "--count", "1"), "is a string, not a stream"),
+        (("replay", "--redis", right, "--in-stream", not_a_stream), "is a string, not a stream"),
+        (("serve", "--redis", right, "--in-stream", not_a_stream), "is a string, not a stream"),
+    ]
+    for args, message in cases:
+        result = run_cli(*args, timeout=120)
+        output = result.stdout + result.stderr
+        assert result.returncode == 2, (args, output[-2000:])
+        assert "Traceback" not in output, (args, output[-2000:])
+        assert message in result.stderr.strip().splitlines()[-1], (args, result.stderr[-500:])
+        assert "WrongPass" not in output and "S3cretPass" not in output
+        assert f"{acl_user}:***@" in result.stderr

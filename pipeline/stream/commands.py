@@ -11,6 +11,7 @@ from pipeline.cli import engine_arguments, engine_config
 from pipeline.errors import ConfigError, DataError
 from pipeline.video_commands import start_video_pool, video_arguments
 from pipeline.stream.config import DEFAULT_GROUP, DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, StreamConfig
+from pipeline.stream.redis_checks import check_streams, connect, redact
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
@@ -89,14 +90,14 @@ def _serve(sub: argparse._SubParsersAction) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     from pipeline.logs import setup_logging
-    from pipeline.stream.embedded_redis import reachable
     from pipeline.stream.metrics import WorkerMetrics
     from pipeline.stream.runner import serve_until_signal
 
     setup_logging(args.log_format)
     config = stream_config(args)
-    if not reachable(config.redis_url):
-        raise ConfigError(f"redis: no server answers at {config.redis_url}")
+    # Credentials and key types are checked before the engine spends a minute starting.
+    check_streams(connect(config.redis_url), (config.in_stream, config.out_stream, config.dead_letter_stream),
+                  config.redis_url)
     pool = start_pool(args)
     videos = start_video_pool(args, args.video_actors)
     try:
@@ -121,8 +122,6 @@ def _push(sub: argparse._SubParsersAction) -> None:
 
 
 def run_push(args: argparse.Namespace) -> int:
-    import redis
-
     from pipeline.datasets import load_file
     from pipeline.wire import TurnMessage
 
@@ -133,7 +132,8 @@ def run_push(args: argparse.Namespace) -> int:
             raise DataError(f"{args.file}: no conversation {', '.join(args.conversation)}")
     if args.rate is not None and args.rate <= 0:
         raise ConfigError(f"rate: must be > 0, got {args.rate}")
-    client = redis.Redis.from_url(args.redis)
+    client = connect(args.redis)
+    check_streams(client, (args.stream,), args.redis)
     messages = [TurnMessage.from_turn(t, c.label_set, args.adapter) for c in conversations for t in c.turns]
     start = time.perf_counter()
     pipe = client.pipeline(transaction=False)
@@ -162,11 +162,10 @@ def _tail(sub: argparse._SubParsersAction) -> None:
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    import redis
-
     from pipeline.stream.client import read_labels
 
-    client = redis.Redis.from_url(args.redis)
+    client = connect(args.redis)
+    check_streams(client, (args.stream,), args.redis)
     after, seen, last = ("0" if args.from_start else "$"), 0, time.monotonic()
     while args.count is None or seen < args.count:
         batch = read_labels(client, args.stream, after, block_ms=1000, count=100)
@@ -220,7 +219,7 @@ def run_demo(args: argparse.Namespace) -> int:
     config = stream_config(args, redis_url=url, in_stream=f"{prefix}:turns", out_stream=f"{prefix}:labels",
                            dead_stream=None, claim_interval_ms=1000)
     client = redis.Redis.from_url(url)
-    print(f"redis: {'embedded server at ' + url if embedded else url}; streams {prefix}:*", flush=True)
+    print(f"redis: {'embedded server at ' + url if embedded else redact(url)}; streams {prefix}:*", flush=True)
     pool = start_pool(args)
     print(f"engine: {pool.model}, adapter {pool.default_adapter or 'none'}", flush=True)
     try:
@@ -256,8 +255,6 @@ def _replay(sub: argparse._SubParsersAction) -> None:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import redis
-
     from pipeline.stream.replay import replay_dead_letters
 
     dead = args.dead_stream or f"{args.in_stream}:dead"
@@ -266,7 +263,9 @@ def run_replay(args: argparse.Namespace) -> int:
     def keep(letter) -> bool:
         return (not ids or letter.source_id in ids) and (args.error_contains or "") in letter.error
 
-    replayed = replay_dead_letters(redis.Redis.from_url(args.redis), dead, args.in_stream, keep, args.dry_run)
+    client = connect(args.redis)
+    check_streams(client, (dead, args.in_stream), args.redis)
+    replayed = replay_dead_letters(client, dead, args.in_stream, keep, args.dry_run)
     for r in replayed:
         target = "(dry run)" if r.new_id is None else f"-> {r.new_id}"
         print(f"{r.source_id} {target}  was: {r.error}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
+from pipeline.stream.redis_checks import redact
 
 DEFAULT_IN_STREAM = "dialoguellm:turns"
 DEFAULT_OUT_STREAM = "dialoguellm:labels"
@@ -55,7 +56,7 @@ class StreamConfig:
     def __post_init__(self) -> None:
         scheme = urlsplit(self.redis_url).scheme
         if scheme not in REDIS_SCHEMES:
-            raise ConfigError(f"redis: {self.redis_url!r} is not a redis://, rediss:// or unix:// URL")
+            raise ConfigError(f"redis: {redact(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
         for name in ("in_stream", "out_stream", "group", "consumer"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: must not be empty")

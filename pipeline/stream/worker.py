@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pipeline.description_cache import RedisDescriptionCache, cache_key
@@ -264,8 +265,12 @@ class StreamWorker:
                 self.metrics.retried.inc()
 
     async def _redis(self, call: Callable[[], Awaitable[Any]], stop: asyncio.Event | None = None) -> Any:
-        """`call()`, retried with backoff while Redis is unreachable; gives up (None) only once
-        `stop` is set, and only for calls given a `stop` (reads: what was not read stays in Redis)."""
+        """`call()`, retried with backoff while Redis is unreachable or refuses it; gives up (None)
+        only once `stop` is set, and only for calls given a `stop` (reads: what was not read stays
+        in Redis). A missing group (the stream or group deleted under the worker) is recreated;
+        other reply errors (WRONGTYPE, OOM, NOPERM) are logged with their cause and counted."""
+        from pipeline.stream.redis_checks import describe_error
+
         delay = 0.05
         while True:
             try:
@@ -274,10 +279,20 @@ class StreamWorker:
                 self.metrics.redis_errors.inc()
                 log.warning("redis unavailable, retrying", extra={"error": f"{type(e).__name__}: {e}",
                                                                   "retry_in_s": delay})
-                if stop is not None and stop.is_set():
-                    return None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            except ResponseError as e:
+                self.metrics.redis_errors.inc()
+                if str(e).startswith("NOGROUP"):
+                    # Entries labelled before keep their done markers: none is written twice.
+                    log.warning("consumer group missing, recreating it", extra={
+                        "stream": self.config.in_stream, "group": self.config.group})
+                    await self._redis(self.io.ensure_group, stop)
+                    continue
+                log.error("redis refused a call, retrying", extra={
+                    "error": describe_error(e, key=self.config.in_stream), "retry_in_s": delay})
+            if stop is not None and stop.is_set():
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _with_latency(label: LabelMessage, now_ms: float) -> LabelMessage:
