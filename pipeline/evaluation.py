@@ -65,6 +65,26 @@ def evaluate(
     return report, predictions
 
 
+def evaluate_and_report(classifier: Classifier, requests: Sequence[LabelRequest], report_path: str | Path,
+                        batch_size: int = 256, temperature: float = 1.0, **details: Any) -> dict[str, Any]:
+    """Label `requests` with a progress bar (ETA), write the report and its plot, print them."""
+    import sys
+    import time
+
+    from tqdm import tqdm
+
+    from pipeline.metrics import format_report
+
+    start = time.perf_counter()
+    with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:
+        report, _ = evaluate(classifier, requests, batch_size, bar.update, temperature)
+    report.update(turns_per_s=round(len(requests) / (time.perf_counter() - start), 1), **details)
+    png = write_report(report, report_path)
+    print(format_report(report))
+    print(f"report: {report_path}  plot: {png}")
+    return report
+
+
 def write_report(report: dict[str, Any], path: str | Path) -> Path:
     """Write `report` as JSON at `path` and its confusion matrix as a PNG beside it; returns the PNG."""
     path = Path(path)

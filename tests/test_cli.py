@@ -92,4 +92,6 @@ def test_demo_streams_a_conversation_through_the_worker(run_cli, tiny_model, dat
         line = labels[turn.turn_id]
         assert line.split()[1] in ("neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear")
         assert f"(gold {turn.label})" in line and line.endswith(" ms")
-    assert lines[-1] == f"worker stopped cleanly: {len(conv.turns)} turns labelled, 0 dead-lettered"
+    right = sum(labels[t.turn_id].split()[1] == t.label for t in conv.turns)
+    assert lines[-1] == (f"worker stopped cleanly: {len(conv.turns)} turns labelled ({right} as the gold label), "
+                         "0 dead-lettered")

@@ -1,14 +1,19 @@
-"""The pure core must import without Ray, Redis, vLLM or torch."""
+"""The pure core must import without Ray, Redis, vLLM or torch; imports go one way, with no cycles."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 CORE = ["pipeline.turns", "pipeline.labels", "pipeline.prompts", "pipeline.prompter", "pipeline.metrics",
         "pipeline.label_trie", "pipeline.datasets", "pipeline.evaluation", "pipeline.predictions",
-        "pipeline.cli", "pipeline.commands", "workers.engine_config", "workers.adapters",
+        "pipeline.cli", "pipeline.cli.flags", "pipeline.cli.configs", "pipeline.cli.preflight",
+        "workers.engine_config", "workers.adapters", "pipeline.stream.redis_checks", "pipeline.stream.demo",
         "pipeline.wire", "pipeline.logs", "pipeline.stream.ack_policy", "pipeline.stream.config",
         "pipeline.stream.context_store", "pipeline.stream.stream_io", "pipeline.stream.client",
-        "pipeline.stream.commands", "workers.engine_pool", "workers.engine_actor", "pipeline.context",
+        "workers.engine_pool", "workers.engine_actor", "pipeline.context",
         "pipeline.calibration", "training.config", "training.objectives", "training.batching",
         "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
@@ -39,3 +44,72 @@ def test_core_imports_when_heavy_packages_are_missing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "### Response:"
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every project module and the project modules it imports (at any level, deferred included)."""
+    modules = {}
+    for path in [*REPO.glob("pipeline/**/*.py"), *REPO.glob("workers/**/*.py"), *REPO.glob("training/**/*.py")]:
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+
+    def owner(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                deps.update(owner(a.name) for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for a in node.names:
+                    sub = f"{node.module}.{a.name}"
+                    deps.add(sub if sub in modules else owner(node.module))
+        graph[name] = {d for d in deps if d and d != name}
+    return graph
+
+
+def _layer(module: str) -> str:
+    if module.startswith("pipeline.cli"):
+        return "commands"
+    if module.startswith(("workers", "training", "pipeline.stream", "pipeline.labelling", "pipeline.benchmarks")):
+        return "flows"
+    return "core"
+
+
+def test_imports_go_one_way_core_then_workers_and_training_then_commands():
+    order = {"core": 0, "flows": 1, "commands": 2}
+    wrong = [f"{m} -> {d}" for m, deps in _import_graph().items() for d in deps
+             if order[_layer(d)] > order[_layer(m)]]
+    assert wrong == []
+
+
+def test_no_import_cycles():
+    graph = _import_graph()
+    seen: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        seen[module] = 1
+        for dep in sorted(graph[module]):
+            assert seen.get(dep) != 1, "import cycle: " + " -> ".join(path[path.index(dep):] + [dep])
+            if dep not in seen:
+                visit(dep, path + [dep])
+        seen[module] = 2
+
+    for module in sorted(graph):
+        if module not in seen:
+            visit(module, [module])
+
+
+def test_the_cli_loads_every_module_once():
+    code = ("import sys, pipeline.cli\n"
+            "files = [m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)]\n"
+            "mine = [f for f in files if f.startswith(sys.argv[1])]\n"
+            "assert len(mine) == len(set(mine)), sorted(f for f in mine if mine.count(f) > 1)\n"
+            "print(len(mine))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO)], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 10

@@ -55,16 +55,33 @@ def test_a_bad_manifest_names_the_row_and_column(table, message):
 
 
 def test_a_file_cut_short_is_removed_and_its_rows_redone(tmp_path, capsys):
-    from pipeline.labelling.job import done_rows
+    from pipeline.labelling.job import MARKER, done_rows
 
     out = tmp_path / "labels.parquet"
     out.mkdir()
-    pd.DataFrame({"manifest_row": [0, 1, 2]}).to_parquet(out / "a.parquet")
-    pd.DataFrame({"manifest_row": list(range(3, 100))}).to_parquet(out / "b.parquet")
-    data = (out / "b.parquet").read_bytes()
-    (out / "b.parquet").write_bytes(data[: len(data) // 2])
+    (out / MARKER).write_text("")
+    pd.DataFrame({"manifest_row": [0, 1, 2]}).to_parquet(out / "labels_a_000000.parquet")
+    pd.DataFrame({"manifest_row": list(range(3, 100))}).to_parquet(out / "labels_b_000001.parquet")
+    data = (out / "labels_b_000001.parquet").read_bytes()
+    (out / "labels_b_000001.parquet").write_bytes(data[: len(data) // 2])
+    (out / "notes.parquet").write_bytes(b"not ours, not readable")  # a user's file: never touched
     assert done_rows(out) == {0, 1, 2}
-    assert not (out / "b.parquet").exists() and "removing b.parquet" in capsys.readouterr().err
+    assert not (out / "labels_b_000001.parquet").exists()
+    assert "removing labels_b_000001.parquet" in capsys.readouterr().err
+    assert (out / "notes.parquet").read_bytes() == b"not ours, not readable"
+
+
+def test_a_folder_this_job_did_not_write_is_refused(tmp_path):
+    from pipeline.errors import DataError
+    from pipeline.labelling.job import done_rows
+
+    out = tmp_path / "results.parquet"
+    out.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(out / "precious.parquet")
+    with pytest.raises(DataError, match="did not write"):
+        done_rows(out)
+    assert (out / "precious.parquet").exists()
+    assert done_rows(tmp_path / "new.parquet") == set()
 
 
 def _label(args: list[str], tiny_model: Path, **popen) -> subprocess.Popen:

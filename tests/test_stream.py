@@ -550,3 +550,48 @@ def test_redis_errors_are_one_line_and_never_show_a_password(r, prefix, run_cli,
         assert message in result.stderr.strip().splitlines()[-1], (args, result.stderr[-500:])
         assert "WrongPass" not in output and "S3cretPass" not in output
         assert f"{acl_user}:***@" in result.stderr
+
+
+@pytest.fixture
+def two_engines(pool, tiny_model, tiny_adapter):
+    """Two more real engine actors (half a CPU each beside the session's pool), restartable."""
+    from workers.engine_config import EngineConfig
+    from workers.engine_pool import EnginePool, PoolConfig
+
+    engines = EnginePool(EngineConfig(model=str(tiny_model), adapters={"tiny": str(tiny_adapter)}, max_model_len=256,
+                                      max_lora_rank=8, kv_cache_gib=1),
+                         PoolConfig(engines=2, cpus_per_engine=0.5, max_restarts=3))
+    yield engines
+    engines.shutdown()
+
+
+def _engine_pids(engines) -> list[int]:
+    return [info["pid"] for info in engines.actors.first_answers("info")]
+
+
+def test_engines_killed_mid_run_lose_and_dead_letter_nothing(r, prefix, two_engines, data_root):
+    import signal
+
+    cfg = config(prefix, batch_size=8, claim_idle_ms=60_000)
+    messages = meld_messages(data_root, 120)
+    with worker(cfg, two_engines) as w:
+        ids = push_many(r, cfg.in_stream, messages)
+        while r.xlen(cfg.out_stream) < 12:
+            w.check()
+            time.sleep(0.05)
+        os.kill(_engine_pids(two_engines)[0], signal.SIGKILL)  # one engine dies mid-run
+        wait_for(r, cfg, 120, running=w, timeout=300)
+        labels, dead = assert_exactly_once(r, cfg, ids)
+        assert dead == [], [d.error for d in dead][:3]
+
+        # Every engine dies: turns wait, unacknowledged, until Ray has restarted one.
+        for pid in _engine_pids(two_engines):
+            os.kill(pid, signal.SIGKILL)
+        later = push_many(r, cfg.in_stream, meld_messages(data_root, 10))
+        time.sleep(3)
+        assert r.xlen(cfg.out_stream) == 120 and r.xlen(cfg.dead_letter_stream) == 0
+        assert r.xpending(cfg.in_stream, cfg.group)["pending"] == 10  # read, waiting, not acknowledged
+        wait_for(r, cfg, 130, running=w, timeout=300)
+    labels, dead = assert_exactly_once(r, cfg, ids + later)
+    assert dead == [] and len(labels) == 130
+    assert w.metrics.registry.get_sample_value("dialoguellm_engines_alive") >= 1

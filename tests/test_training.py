@@ -162,3 +162,14 @@ def test_ray_job_submit_trains_the_tiny_config(tiny_model, tmp_path, engine, dat
     assert metrics["adapter"] == str(output)
     engine.add_adapter("from-job", str(output))
     assert engine.predict(__import__("test_engine")._requests(adapter="from-job"))[0].label in engine.prompter.space("meld").labels
+
+
+def test_train_refuses_to_replace_a_folder_it_did_not_write(run_cli, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    result = run_cli("train", "--config", str(_write(tmp_path, output_dir=str(precious))))
+    assert result.returncode == 2
+    message = result.stderr.strip().splitlines()[-1]
+    assert str(precious) in message and "--overwrite" in message
+    assert (precious / "thesis.tex").read_text() == "years of work"

@@ -1,62 +1,216 @@
-"""`ActorSet`: Ray actors of one kind, each call sent to the least busy; shared by the pools."""
+"""`ActorSet`: Ray actors of one kind with health tracking; shared by the engine and video pools.
+
+Each call goes to the least busy live actor (ties in turn). An actor whose call fails because it
+died is taken out of rotation and the call is retried at once on a live one; Ray restarts the
+actor (`max_restarts`) and a probe puts it back once it answers. While no actor is alive, calls
+wait for one instead of failing: what they carry stays unacknowledged upstream.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
+
+from pipeline.errors import DialogueLLMError
+
+log = logging.getLogger("dialoguellm.actors")
+PROBE_INTERVAL_S = 1.0
+STARTUP_LOG_INTERVAL_S = 10.0
+
+
+class NoActorsError(DialogueLLMError):
+    """A call failed on every actor it was sent to."""
+
+
+_started_here = False  # a local Ray this process started: its resources never grow
 
 
 def ensure_ray(address: str | None = None) -> None:
     """Join the cluster at `address` (or `$RAY_ADDRESS`); without one, start a local Ray."""
+    import os
+
     import ray
 
+    global _started_here
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        _started_here = not (address or os.environ.get("RAY_ADDRESS"))
 
 
 class ActorSet:
     """`count` actors of `cls` built with `args`, Ray options `options` (num_cpus, num_gpus, ...)."""
 
     def __init__(self, cls: type, args: tuple, count: int, options: dict[str, Any],
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, max_restarts: int = 3, kind: str = "actor") -> None:
         import ray
 
         ensure_ray(ray_address)
-        remote = ray.remote(**options)(cls)
+        self.kind = kind
+        self.asks = {k: v for k, v in (("CPU", options.get("num_cpus", 1)), ("GPU", options.get("num_gpus", 0)))
+                     if v}
+        if _started_here:
+            _check_fits(kind, count, self.asks, self._held_elsewhere())
+        remote = ray.remote(max_restarts=max_restarts, **options)(cls)
         self.actors = [remote.remote(*args) for _ in range(count)]
         self._inflight = [0] * count
+        self._alive = [True] * count
+        self._next = 0
+        self._revived: asyncio.Event | None = None
+        self._probes: dict[int, asyncio.Task] = {}
+        ActorSet._held.append(self)
+
+    _held: list[ActorSet] = []  # the sets of this process, whose resources the next set cannot use
 
     @property
     def queue_depth(self) -> int:
         """Calls sent and not yet answered."""
         return sum(self._inflight)
 
-    async def call(self, method: str, *args: Any) -> Any:
-        """`method(*args)` on the least busy actor."""
-        i = min(range(len(self.actors)), key=self._inflight.__getitem__)
-        self._inflight[i] += 1
-        try:
-            return await getattr(self.actors[i], method).remote(*args)
-        finally:
-            self._inflight[i] -= 1
+    @property
+    def alive(self) -> int:
+        """Actors in rotation."""
+        return sum(self._alive)
 
-    def first_answers(self, method: str, timeout_s: float = 600) -> list[Any]:
-        """`method()` of every actor, waited for (start-up failures raise here, and so does a
-        cluster that cannot place the actors within `timeout_s`)."""
+    async def call(self, method: str, *args: Any) -> Any:
+        """`method(*args)` on the least busy live actor; retried at once on another if the actor
+        dies under it, waited for while none is alive. Raises `NoActorsError` when it failed on
+        as many actors as there are (a call that kills whatever runs it)."""
         import ray
 
-        from pipeline.errors import DialogueLLMError
+        failures = 0
+        while True:
+            i = await self._pick()
+            self._inflight[i] += 1
+            try:
+                return await getattr(self.actors[i], method).remote(*args)
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                failures += 1
+                self._out_of_rotation(i, e)
+                if failures >= len(self.actors):
+                    raise NoActorsError(f"{method} failed on {failures} {self.kind}(s) that died: {e}") from None
+            finally:
+                self._inflight[i] -= 1
 
-        try:
-            return ray.get([getattr(a, method).remote() for a in self.actors], timeout=timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            self.shutdown()
-            raise DialogueLLMError(
-                f"{len(self._inflight)} actor(s) not started within {timeout_s:.0f} s: the Ray cluster lacks the "
-                f"resources they ask for (free now: {ray.available_resources()})") from None
+    async def _pick(self) -> int:
+        while not any(self._alive):
+            if self._revived is None or self._revived.is_set():
+                self._revived = asyncio.Event()
+            log.warning(f"no {self.kind} alive, waiting for one to restart")
+            try:
+                await asyncio.wait_for(self._revived.wait(), STARTUP_LOG_INTERVAL_S)
+            except asyncio.TimeoutError:
+                pass
+        live = [i for i in range(len(self.actors)) if self._alive[i]]
+        least = min(self._inflight[i] for i in live)
+        tied = [i for i in live if self._inflight[i] == least]
+        choice = tied[self._next % len(tied)]
+        self._next += 1
+        return choice
+
+    def _out_of_rotation(self, i: int, error: BaseException) -> None:
+        if self._alive[i]:
+            self._alive[i] = False
+            log.warning(f"{self.kind} {i} died, out of rotation until it answers again",
+                        extra={"error": f"{type(error).__name__}: {str(error)[:300]}", "alive": self.alive})
+        if i not in self._probes or self._probes[i].done():
+            self._probes[i] = asyncio.get_running_loop().create_task(self._probe(i))
+
+    async def _probe(self, i: int) -> None:
+        """Ask actor `i` until it answers (Ray restarts it), then put it back in rotation."""
+        import ray
+
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                await self.actors[i].__ray_ready__.remote()
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                continue
+            self._alive[i] = True
+            log.warning(f"{self.kind} {i} is back in rotation", extra={"alive": self.alive})
+            if self._revived is not None:
+                self._revived.set()
+            return
+
+    def first_answers(self, method: str, timeout_s: float = 120) -> list[Any]:
+        """`method()` of every actor, waited for. Every 10 s a log line says what is still waited
+        for; actors the cluster has not placed after `timeout_s` fail the call with one line
+        naming the resources asked and free. Placed actors may take longer (a 7B model loads
+        for minutes): they are waited for, and a failed start raises here."""
+        import ray
+
+        pending = {getattr(a, method).remote(): i for i, a in enumerate(self.actors)}
+        answers: list[Any] = [None] * len(self.actors)
+        started = time.monotonic()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=STARTUP_LOG_INTERVAL_S)
+            for ref in ready:
+                answers[pending.pop(ref)] = ray.get(ref)  # an actor that failed to start raises here
+            if not pending:
+                break
+            unplaced = sum(not _placed(self.actors[i]) for i in pending.values())
+            waited = time.monotonic() - started
+            if unplaced and waited >= timeout_s:
+                self.shutdown()
+                raise DialogueLLMError(
+                    f"{unplaced} {self.kind}(s) not placed within {timeout_s:.0f} s: each asks {self.asks}; "
+                    f"the cluster has {_totals()} in all, {_free()} free") from None
+            log.warning(f"waiting for {len(pending)} {self.kind}(s): {unplaced} not placed yet, "
+                        f"{len(pending) - unplaced} loading", extra={
+                            "asks_each": self.asks, "free": _free(), "waited_s": round(waited)})
+        return answers
 
     def shutdown(self) -> None:
         import ray
 
+        for task in self._probes.values():
+            task.cancel()
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+        if self in ActorSet._held:
+            ActorSet._held.remove(self)
+
+    @classmethod
+    def _held_elsewhere(cls) -> dict[str, float]:
+        held: dict[str, float] = {}
+        for other in cls._held:
+            for key, value in other.asks.items():
+                held[key] = held.get(key, 0) + value * len(other.actors)
+        return held
+
+
+def _check_fits(kind: str, count: int, asks: dict[str, float], held: dict[str, float]) -> None:
+    """Fail at once when a local Ray can never place the actors (beside this process's others);
+    a cluster may grow (autoscaling), so there `first_answers` waits, saying what for."""
+    totals = _totals()
+    for key, each in asks.items():
+        needed = each * count + held.get(key, 0)
+        if needed > totals.get(key, 0):
+            mine = f" besides the {held[key]:g} this process's other actors hold" if held.get(key) else ""
+            raise DialogueLLMError(
+                f"{count} {kind}(s) ask for {each:g} {key} each{mine}, but the cluster has {totals.get(key, 0):g} "
+                f"{key} in all: lower their number or their {key} share (e.g. --cpus-per-engine)")
+
+
+def _placed(actor: Any) -> bool:
+    """Whether Ray has given the actor a worker process (it is then loading, not waiting)."""
+    from ray._private import state
+
+    try:
+        return bool((state.actors(actor_id=actor._actor_id.hex()) or {}).get("Pid"))
+    except Exception:  # noqa: BLE001 - the GCS could not tell: assume placed rather than fail a start
+        return True
+
+
+def _totals() -> dict[str, float]:
+    import ray
+
+    return {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+
+
+def _free() -> dict[str, float]:
+    import ray
+
+    return {k: v for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}

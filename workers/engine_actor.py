@@ -7,6 +7,7 @@ of its own, one batch at a time, and batches queue in front of it.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -31,7 +32,7 @@ class EngineActor:
     async def info(self) -> dict:
         """What this engine serves: the model, its adapters and the default one."""
         return {"model": self.engine.model, "adapters": list(self.engine.adapters),
-                "default_adapter": self.engine.adapter_name(None)}
+                "default_adapter": self.engine.adapter_name(None), "merged": self.engine.merged, "pid": os.getpid()}
 
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
         """Label a batch; see `EmotionEngine.predict_each`."""

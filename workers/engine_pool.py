@@ -7,7 +7,8 @@ the Ray cluster at `ray_address` (or `$RAY_ADDRESS`), else starts a local one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
 from pipeline.errors import ConfigError, DialogueLLMError
 from pipeline.predictions import LabelRequest, Prediction
 from workers.engine_config import EngineConfig
@@ -20,11 +21,16 @@ class PoolConfig:
     `gpus_per_engine` None: 1 when the cluster has GPUs, else 0 (CPU engines).
     """
 
-    engines: int = 1
-    max_inflight_per_engine: int = 2
-    gpus_per_engine: float | None = None
-    cpus_per_engine: float = 1.0
-    ray_address: str | None = None
+    engines: int = field(default=1, metadata={"help": "engine actors (one GPU each on GPU nodes)"})
+    max_inflight_per_engine: int = field(default=2, metadata={"help": "batches in flight per engine"})
+    gpus_per_engine: float | None = field(default=None, metadata={
+        "help": "GPUs per engine (default: 1 when the Ray cluster has GPUs, else 0)"})
+    cpus_per_engine: float = field(default=1.0, metadata={"help": "CPUs Ray reserves per engine actor"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "join this Ray cluster (default: $RAY_ADDRESS, else start a local one)"})
+    startup_timeout_s: float = field(default=120.0, metadata={
+        "help": "fail when actors are not placed and started within this many seconds"})
+    max_restarts: int = field(default=3, metadata={"help": "times Ray restarts an engine that died"})
 
     def __post_init__(self) -> None:
         if self.engines <= 0:
@@ -35,6 +41,8 @@ class PoolConfig:
             raise ConfigError(f"gpus_per_engine: must be ≥ 0, got {self.gpus_per_engine}")
         if self.cpus_per_engine < 0:
             raise ConfigError(f"cpus_per_engine: must be ≥ 0, got {self.cpus_per_engine}")
+        if self.startup_timeout_s <= 0:
+            raise ConfigError(f"startup_timeout_s: must be > 0, got {self.startup_timeout_s}")
 
 
 class EnginePool:
@@ -53,15 +61,17 @@ class EnginePool:
         self.config = config
         self.actors = ActorSet(EngineActor, (engine_config,), config.engines,
                                dict(num_cpus=config.cpus_per_engine, num_gpus=gpus,
-                                    max_concurrency=config.max_inflight_per_engine + 4))
+                                    max_concurrency=config.max_inflight_per_engine + 4),
+                               max_restarts=config.max_restarts, kind="engine")
         try:
-            infos = self.actors.first_answers("info")
+            infos = self.actors.first_answers("info", config.startup_timeout_s)
         except ray.exceptions.RayActorError as e:
             self.shutdown()
             raise DialogueLLMError(f"engine failed to start: {e}") from None
         self.model: str = infos[0]["model"]
         self.adapters: list[str] = infos[0]["adapters"]
         self.default_adapter: str | None = infos[0]["default_adapter"]
+        self.merged: bool = infos[0]["merged"]
 
     @property
     def accepted_adapters(self) -> list[str]:
@@ -76,12 +86,17 @@ class EnginePool:
         return self.config.engines * self.config.max_inflight_per_engine
 
     @property
+    def alive(self) -> int:
+        """Engines in rotation (a dead one is out until Ray has restarted it)."""
+        return self.actors.alive
+
+    @property
     def queue_depth(self) -> int:
         """Batches handed to engines and not yet answered."""
         return self.actors.queue_depth
 
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
-        """Label one batch on the least busy engine."""
+        """Label one batch on the least busy live engine (another one if it dies meanwhile)."""
         return await self.actors.call("label", list(requests))
 
     def shutdown(self) -> None:

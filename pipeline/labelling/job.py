@@ -4,7 +4,9 @@ read manifest → context per conversation (from the whole manifest) → skip ro
 output → describe video segments (actor pool) → label (engine actor pool) → write Parquet.
 Files of at most `rows_per_file` rows are added to the output folder as the run goes, so an
 interrupted run keeps what it wrote; a rerun skips those rows. A file cut short by a kill is
-unreadable: it is removed at the next start and its rows are done again.
+unreadable: it is removed at the next start and its rows are done again. Only files this job
+writes are ever removed: they are named `labels_*.parquet` in a folder holding the marker
+`.dialoguellm-labels`; a folder with other content is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pipeline.labelling.manifest import add_context, normalise, read_table
 
 OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")
 ROW = "manifest_row"
+MARKER = ".dialoguellm-labels"
+PART_PREFIX = "labels_"
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class LabelJob:
 
 
 def done_rows(out: str | Path) -> set[int]:
-    """Manifest rows already written; unreadable files (a killed write) are removed."""
+    """Manifest rows already written; unreadable part files (a killed write) are removed."""
     import pyarrow.parquet as pq
 
     folder = Path(out)
@@ -57,8 +61,13 @@ def done_rows(out: str | Path) -> set[int]:
         return set()
     if not folder.is_dir():
         raise DataError(f"out: {folder} exists and is not a folder of Parquet files")
+    if not (folder / MARKER).is_file():
+        if any(folder.iterdir()):
+            raise DataError(f"out: {folder} holds files this command did not write (no {MARKER} marker); "
+                            "pick a new or empty folder")
+        return set()
     done: set[int] = set()
-    for path in sorted(folder.glob("*.parquet")):
+    for path in sorted(folder.glob(f"{PART_PREFIX}*.parquet")):
         try:
             done.update(pq.read_table(path, columns=[ROW]).column(ROW).to_pylist())
         except Exception:  # pyarrow raises several types for a truncated file
@@ -111,10 +120,19 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
                             num_cpus=1, num_gpus=gpus,
                             fn_constructor_args=(engine_config, job.label_set))
         ds = ds.map_batches(_output_columns, batch_format="pandas")
-        ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file)
+        Path(job.out).mkdir(parents=True, exist_ok=True)
+        (Path(job.out) / MARKER).write_text(f"written by dialoguellm label; part files: {PART_PREFIX}*.parquet\n")
+        ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file, filename_provider=_part_names())
         summary["labelled_now"] = len(pending)
     summary.update(_evaluate(job, rows))
     return summary
+
+
+def _part_names() -> Any:
+    """Ray Data names the part files `labels_*.parquet`, so a rerun knows which are its own."""
+    from ray.data.datasource import FilenameProvider
+
+    return FilenameProvider(dataset_uuid=PART_PREFIX.rstrip("_"), file_format="parquet")
 
 
 def _output_columns(batch: Any) -> Any:

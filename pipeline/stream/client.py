@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM
@@ -35,6 +36,44 @@ def push_conversation(redis: Any, conversation: Conversation, stream: str = DEFA
     for turn in conversation.turns:
         pipe.xadd(stream, TurnMessage.from_turn(turn, conversation.label_set, adapter).encode())
     return [as_text(i) for i in pipe.execute()]
+
+
+def push_turns(redis: Any, messages: list[TurnMessage], stream: str = DEFAULT_IN_STREAM,
+               rate: float | None = None) -> int:
+    """Push `messages` in order, at `rate` turns/s (None: as fast as pipelining allows)."""
+    import time
+
+    start = time.perf_counter()
+    pipe = redis.pipeline(transaction=False)
+    for n, message in enumerate(messages, start=1):
+        pipe.xadd(stream, message.encode())
+        if rate:
+            pipe.execute()
+            time.sleep(max(0.0, start + n / rate - time.perf_counter()))
+        elif n % 500 == 0:
+            pipe.execute()
+    pipe.execute()
+    return len(messages)
+
+
+def follow_labels(redis: Any, stream: str = DEFAULT_OUT_STREAM, from_start: bool = False, count: int | None = None,
+                  idle_timeout_s: float | None = None) -> Iterator[tuple[str, LabelMessage]]:
+    """Labels as they arrive (after those already there with `from_start`), until `count` were
+    given or none came for `idle_timeout_s`."""
+    import time
+
+    after, seen, last = ("0" if from_start else "$"), 0, time.monotonic()
+    while count is None or seen < count:
+        batch = read_labels(redis, stream, after, block_ms=1000, count=100)
+        if not batch:
+            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                return
+            continue
+        last = time.monotonic()
+        for entry_id, label in batch[: None if count is None else count - seen]:
+            yield entry_id, label
+            seen += 1
+        after = batch[-1][0]
 
 
 def read_labels(

@@ -15,6 +15,10 @@ DEFAULT_GROUP = "dialoguellm"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 def default_consumer() -> str:
     import os
 
@@ -30,22 +34,23 @@ class StreamConfig:
     `context_ttl_s` after its last turn, at most `context_keep` turns.
     """
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    in_stream: str = DEFAULT_IN_STREAM
-    out_stream: str = DEFAULT_OUT_STREAM
-    dead_stream: str | None = None
-    group: str = DEFAULT_GROUP
-    consumer: str = field(default_factory=default_consumer)
-    batch_size: int = 32
-    batch_wait_ms: int = 50
-    claim_idle_ms: int = 60_000
-    claim_interval_ms: int = 5_000
-    max_deliveries: int = 3
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help(
+        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=_help("turns in"))
+    out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("labels out"))
+    dead_stream: str | None = field(default=None, metadata=_help("dead letters (default: IN_STREAM:dead)"))
+    group: str = field(default=DEFAULT_GROUP, metadata=_help("consumer group"))
+    consumer: str = field(default_factory=default_consumer, metadata=_help("this worker's name in the group (default: HOST-PID)"))
+    batch_size: int = field(default=32, metadata=_help("entries per micro-batch"))
+    batch_wait_ms: int = field(default=50, metadata=_help("how long a micro-batch waits to fill after its first entry"))
+    claim_idle_ms: int = field(default=60_000, metadata=_help("take over entries idle this long under another consumer"))
+    claim_interval_ms: int = field(default=5_000, metadata=_help("how often to look for them"))
+    max_deliveries: int = field(default=3, metadata=_help("attempts before an entry goes to the dead-letter stream"))
     max_inflight_per_engine: int = 2
-    max_text_chars: int = 2000
+    max_text_chars: int = field(default=2000, metadata=_help("longer texts are dead-lettered"))
     context_turns: int = 2
     context_keep: int = 16
-    context_ttl_s: int = 24 * 3600
+    context_ttl_s: int = field(default=24 * 3600, metadata=_help("how long a conversation's context outlives its last turn"))
     done_ttl_s: int = 7 * 24 * 3600
     metrics_port: int | None = None
 

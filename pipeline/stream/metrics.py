@@ -24,6 +24,7 @@ class WorkerMetrics:
                                      **kw)
         self.retried = Counter("dialoguellm_retried_total", "Entries left pending after a failed attempt", **kw)
         self.claimed = Counter("dialoguellm_claimed_total", "Entries taken over from idle consumers", **kw)
+        self.engines_alive = Gauge("dialoguellm_engines_alive", "Engine actors in rotation", **kw)
         self.queue_depth = Gauge("dialoguellm_engine_queue_depth", "Batches handed to engines, not yet answered",
                                  **kw)
         self.videos_described = Counter("dialoguellm_videos_described_total",

@@ -46,6 +46,7 @@ class LabelPool(Protocol):
     model: str
     capacity: int
     queue_depth: int
+    alive: int
     accepted_adapters: list[str]
 
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]: ...
@@ -232,6 +233,7 @@ class StreamWorker:
             return [Outcome(entry, self.policy.failed(reason, entry.deliveries)) for entry, _ in todo]
         finally:
             self.metrics.queue_depth.set(self.pool.queue_depth)
+            self.metrics.engines_alive.set(self.pool.alive)
         outcomes = []
         for (entry, message), (_, complete), answer in zip(todo, contexts, answers, strict=True):
             if isinstance(answer, DialogueLLMError):

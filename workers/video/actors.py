@@ -47,14 +47,15 @@ class VideoActor:
 
 @dataclass(frozen=True)
 class VideoPoolConfig:
-    describer: str = "cpu"
-    actors: int = 1
+    describer: str = field(default="cpu", metadata={"help": "how a turn's video becomes words: cpu, vlm or none"})
+    actors: int = field(default=1, metadata={"help": "video decoder/describer actors"})
     max_inflight: int = 2
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     cpus_per_actor: float = 1.0
     gpus_per_actor: float | None = None  # None: 1 for `vlm`, else 0
     options: dict[str, Any] = field(default_factory=dict)  # describer options (e.g. the VLM's model)
     ray_address: str | None = None
+    startup_timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.actors <= 0:
@@ -71,8 +72,8 @@ class VideoPool:
         self.config = config
         self.actors = ActorSet(VideoActor, (config.describer, config.decode, config.options), config.actors,
                                dict(num_cpus=config.cpus_per_actor, num_gpus=gpus,
-                                    max_concurrency=1), config.ray_address)
-        info = self.actors.first_answers("info")[0]
+                                    max_concurrency=1), config.ray_address, kind="video actor")
+        info = self.actors.first_answers("info", config.startup_timeout_s)[0]
         self.describer: str = info["describer"]
         self.version: str = info["version"]
         self._slots = config.actors * config.max_inflight

@@ -33,8 +33,8 @@ THREAD_TYPES = ("slice", "frame", "auto")
 class DecodeConfig:
     """How segments are sampled: `frames` per segment, by `mode`, at most `max_side` pixels."""
 
-    frames: int = 8
-    mode: str = "uniform"
+    frames: int = field(default=8, metadata={"help": "frames sampled per segment"})
+    mode: str = field(default="uniform", metadata={"help": "uniform: frames evenly over the segment; keyframes: its keyframes only"})
     max_side: int = 640
     threads: int = 0  # 0: FFmpeg picks (one per core)
     # Slice threading: frame threading measured slower here, its pipeline refilling after every seek.
