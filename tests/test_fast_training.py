@@ -71,28 +71,37 @@ def test_fast_loss_and_gradients_match_the_plain_computation(tiny_model, data_ro
         assert not any(".layers.0." in name for name in plain_grads), "layer 0 must be frozen"
 
 
-def test_label_ce_is_what_the_scorer_serves(tiny_model, data_root):
-    """label_ce's probabilities are the served ones: exp(-loss) of one example equals the
-    `TransformersScorer` probability of its gold label."""
+@pytest.mark.engine
+@pytest.mark.parametrize("label_set", ["meld", SHARED_PREFIX.name])
+def test_label_ce_is_what_the_engine_serves(engine, tiny_model, tiny_adapter, label_set):
+    """exp(-label_ce) of a turn is the probability the real vLLM engine serves for its gold label."""
     import math
 
-    from training.hf_scorer import TransformersScorer
-    from pipeline.prompter import Prompter
-    from pipeline.datasets import load_dataset
-    from pipeline.evaluation import label_requests
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.predictions import LabelRequest
+    from pipeline.turns import Turn
+    from training.objectives import Example
     from training.steps import make_batch_loss
 
-    model, examples, spaces, tokenizer = _setup(tiny_model, data_root, SHARED_PREFIX.name, 0)
-    model = model.float()
-    step = make_batch_loss("fast", model, "label_ce", spaces, tokenizer.eos_token_id, tokenizer.pad_token_id)
-    step.prepare(examples[:1], log=lambda _: None)
-    loss, _ = step.loss([0])
-    requests = label_requests(load_dataset("meld", "dev", data_root / "MELD" / "dev_sent_emo.csv"), 2, limit=1)
-    request = requests[0].__class__(requests[0].turn.__class__(**{**requests[0].turn.__dict__,
-                                                                   "label": examples[0].label}),
-                                    requests[0].context, SHARED_PREFIX.name)
-    served = TransformersScorer(model, Prompter(tokenizer, 2, 256), tokenizer.pad_token_id).predict([request])[0]
-    assert math.isclose(math.exp(-loss.item()), served.probs[examples[0].label], rel_tol=1e-4)
+    space = engine.prompter.space(label_set)
+    context = (Turn("c", 0, "Monica", "You're going out with the guy!"),)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                                      str(tiny_adapter))
+    tokenizer = engine.prompter.tokenizer
+    for gold in space.labels[:3]:
+        request = LabelRequest(Turn("c", 1, "Joey", "C'mon, there's gotta be something wrong with him!", label=gold),
+                               context, label_set, "tiny")
+        served = engine.predict([request])[0].probs[gold]
+        example = Example(tuple(engine.prompter.encode(engine.prompter.build(request))), label_set, gold)
+        step = make_batch_loss("fast", model, "label_ce", {label_set: space}, tokenizer.eos_token_id,
+                               tokenizer.pad_token_id)
+        step.prepare([example], log=lambda _: None)
+        with torch.no_grad():
+            loss, _ = step.loss([0])
+        assert math.isclose(math.exp(-loss.item()), served, rel_tol=2e-3, abs_tol=2e-3), (gold, served)
 
 
 KILLER = """

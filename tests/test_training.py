@@ -56,7 +56,7 @@ def test_shipped_configs_are_valid():
         assert load_config(path).lora.r > 0, path
     paper = yaml.safe_load((REPO / "training" / "configs" / "llama2-7b-a100.yaml").read_text())
     assert paper["lora"]["r"] == 8 and paper["lora"]["target_modules"] == ["q_proj", "v_proj"]
-    assert paper["optim"]["learning_rate"] == 3e-4 and paper["optim"]["cutoff_len"] == 256
+    assert paper["optim"]["learning_rate"] == 3e-4 and paper["max_model_len"] == 256
     assert paper["scaling"]["accelerator_type"] == "A100"
 
 
@@ -71,21 +71,24 @@ def test_training_and_serving_prompts_are_byte_identical(engine, tiny_model, tmp
     from transformers import AutoTokenizer
 
     from pipeline.prompter import Prompter
-    from training.examples import requests_from, tokenize
+    from training.examples import encode_examples, requests_from
+    from training.objectives import example_rows
 
     config = load_config(_write(tmp_path, model=str(tiny_model), context_turns=2))
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    prompter = Prompter(tokenizer, config.context_turns, config.optim.cutoff_len)
+    prompter = Prompter(tokenizer, config.context_turns, config.max_model_len)
     requests = requests_from(config.train, config.context_turns)
     assert len(requests) == 64
-    for request in requests:
+    examples, skipped = encode_examples(requests, prompter)
+    assert skipped == 0
+    for request, example in zip(requests, examples, strict=True):
         prompt = prompter.build(request)
         assert prompt == engine.prompter.build(request)
-        example = tokenize(request, prompter, tokenizer.eos_token_id)
         served = engine.prompter.encode(prompt)
+        assert list(example.prompt_ids) == served
         label_ids = list(engine.prompter.space("meld").trie.label_tokens[request.turn.label])
-        assert example.input_ids == served + label_ids + [tokenizer.eos_token_id]
-        assert [t for t in example.labels if t != -100] == label_ids + [tokenizer.eos_token_id]
+        (row,) = example_rows("lm", example, prompter.space("meld"), tokenizer.eos_token_id)
+        assert list(row.ids) == served + label_ids + [tokenizer.eos_token_id]
 
 
 @pytest.mark.engine

@@ -57,7 +57,7 @@ class ActorSet:
         self._inflight = [0] * count
         self._alive = [True] * count
         self._next = 0
-        self._revived: asyncio.Event | None = None
+        self._abandons = 0  # how many times waiting calls were let go
         self._probes: dict[int, asyncio.Task] = {}
         ActorSet._held.append(self)
 
@@ -93,15 +93,21 @@ class ActorSet:
             finally:
                 self._inflight[i] -= 1
 
+    def abandon_waiting(self) -> None:
+        """Calls waiting for a live actor now raise `NoActorsError` (a stopping worker lets them go);
+        later calls wait as usual."""
+        self._abandons += 1
+
     async def _pick(self) -> int:
+        abandons, waited = self._abandons, 0
         while not any(self._alive):
-            if self._revived is None or self._revived.is_set():
-                self._revived = asyncio.Event()
-            log.warning(f"no {self.kind} alive, waiting for one to restart")
-            try:
-                await asyncio.wait_for(self._revived.wait(), STARTUP_LOG_INTERVAL_S)
-            except asyncio.TimeoutError:
-                pass
+            if self._abandons != abandons:
+                raise NoActorsError(f"no {self.kind} alive; the call was let go while waiting for one")
+            self._ensure_probes()
+            if waited % int(STARTUP_LOG_INTERVAL_S / PROBE_INTERVAL_S) == 0:
+                log.warning(f"no {self.kind} alive, waiting for one to restart")
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            waited += 1
         live = [i for i in range(len(self.actors)) if self._alive[i]]
         least = min(self._inflight[i] for i in live)
         tied = [i for i in live if self._inflight[i] == least]
@@ -114,8 +120,16 @@ class ActorSet:
             self._alive[i] = False
             log.warning(f"{self.kind} {i} died, out of rotation until it answers again",
                         extra={"error": f"{type(error).__name__}: {str(error)[:300]}", "alive": self.alive})
-        if i not in self._probes or self._probes[i].done():
-            self._probes[i] = asyncio.get_running_loop().create_task(self._probe(i))
+        self._ensure_probes()
+
+    def _ensure_probes(self) -> None:
+        """A probe, on the running loop, for every actor out of rotation (a worker's loop may have
+        ended since: the pool outlives it)."""
+        loop = asyncio.get_running_loop()
+        for i, alive in enumerate(self._alive):
+            probe = self._probes.get(i)
+            if not alive and (probe is None or probe.done() or probe.get_loop() is not loop):
+                self._probes[i] = loop.create_task(self._probe(i))
 
     async def _probe(self, i: int) -> None:
         """Ask actor `i` until it answers (Ray restarts it), then put it back in rotation."""
@@ -129,8 +143,6 @@ class ActorSet:
                 continue
             self._alive[i] = True
             log.warning(f"{self.kind} {i} is back in rotation", extra={"alive": self.alive})
-            if self._revived is not None:
-                self._revived.set()
             return
 
     def first_answers(self, method: str, timeout_s: float = 120) -> list[Any]:
@@ -165,7 +177,10 @@ class ActorSet:
         import ray
 
         for task in self._probes.values():
-            task.cancel()
+            try:
+                task.cancel()
+            except RuntimeError:  # its loop (a worker's) has ended: nothing runs it any more
+                pass
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []

@@ -99,5 +99,9 @@ class EnginePool:
         """Label one batch on the least busy live engine (another one if it dies meanwhile)."""
         return await self.actors.call("label", list(requests))
 
+    def abandon_waiting(self) -> None:
+        """Calls waiting for an engine to come back give up (see `ActorSet.abandon_waiting`)."""
+        self.actors.abandon_waiting()
+
     def shutdown(self) -> None:
         self.actors.shutdown()

@@ -84,6 +84,14 @@ class StreamIO:
         deleted = [(as_text(i), None) for i in (reply[2] if len(reply) > 2 else ())]
         return await self._with_deliveries([(as_text(i), f) for i, f in reply[1]] + deleted)
 
+    async def keep(self, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries this consumer holds (XCLAIM JUSTID: the delivery count
+        stays): a batch waiting for an engine to come back is neither taken over nor counted
+        again while it waits."""
+        if ids:
+            await self.redis.xclaim(self.config.in_stream, self.config.group, self.config.consumer, 0,
+                                    list(ids), justid=True)
+
     async def _with_deliveries(self, raw: Sequence[tuple[str, dict | None]]) -> list[Entry]:
         if not raw:
             return []

@@ -51,6 +51,8 @@ class LabelPool(Protocol):
 
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]: ...
 
+    def abandon_waiting(self) -> None: ...
+
 
 class VideoDescribers(Protocol):
     """What the worker needs of a video pool (see `workers.video.actors.VideoPool`)."""
@@ -115,6 +117,9 @@ class StreamWorker:
                     slots.release()
         if self._tasks:
             log.info("stopping: finishing batches in flight", extra={"batches": len(self._tasks)})
+            # Batches still waiting for an engine to come back are let go, unacknowledged: they
+            # stay pending for this consumer's next start or another worker's claim.
+            self.pool.abandon_waiting()
             await asyncio.gather(*self._tasks)
         log.info("worker stopped", extra={"consumer": self.config.consumer})
 
@@ -134,8 +139,10 @@ class StreamWorker:
         return entries
 
     async def _claim(self, stop: asyncio.Event) -> list[Entry]:
+        in_hand = list(self._inflight)
+        await self._redis(lambda: self.io.keep(in_hand), stop)
         entries = await self._redis(lambda: self.io.claim(self.config.batch_size), stop) or []
-        # Our own batches that run long show up idle too: they are in hand, not abandoned.
+        # Entries that became ours between the two calls are in hand, not abandoned.
         entries = [e for e in entries if e.id not in self._inflight]
         pending = await self._redis(self.io.pending_count, stop)
         if pending is not None:
