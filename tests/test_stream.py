@@ -559,13 +559,13 @@ def test_redis_errors_are_one_line_and_never_show_a_password(r, prefix, run_cli,
 
 @pytest.fixture
 def two_engines(pool, tiny_model, tiny_adapter):
-    """Two more real engine actors (half a CPU each beside the session's pool), restartable."""
+    """Two more real engine actors (a quarter CPU each beside the session's pool and video actors)."""
     from workers.engine_config import EngineConfig
     from workers.engine_pool import EnginePool, PoolConfig
 
     engines = EnginePool(EngineConfig(model=str(tiny_model), adapters={"tiny": str(tiny_adapter)}, max_model_len=256,
                                       max_lora_rank=8, kv_cache_gib=1),
-                         PoolConfig(engines=2, cpus_per_engine=0.5, max_restarts=3))
+                         PoolConfig(engines=2, cpus_per_engine=0.25, max_restarts=3))
     yield engines
     engines.shutdown()
 
