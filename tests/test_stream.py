@@ -570,8 +570,17 @@ def two_engines(pool, tiny_model, tiny_adapter):
     engines.shutdown()
 
 
-def _engine_pids(engines) -> list[int]:
-    return [info["pid"] for info in engines.actors.first_answers("info")]
+def _engine_pids(engines, timeout: float = 240) -> list[int]:
+    """The engines' process ids, once every one answers (one Ray is restarting may not yet)."""
+    import ray
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return [ray.get(a.info.remote(), timeout=30)["pid"] for a in engines.actors.actors]
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+            assert time.monotonic() < deadline, "the engines did not come back"
+            time.sleep(1)
 
 
 def test_engines_killed_mid_run_lose_and_dead_letter_nothing(r, prefix, two_engines, data_root):
