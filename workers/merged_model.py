@@ -8,13 +8,11 @@ so a retrained adapter or another base gets its own folder and a stale one is ne
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from workers.model_store import home
+from workers.model_store import build_model_folder, home
 
 _HASHED = ("*.safetensors", "*.bin", "config.json", "adapter_config.json")
 
@@ -50,18 +48,9 @@ def _merge(base_dir: Path, adapter_dir: Path, target: Path) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".merge-"))
-    try:
+    def write(tmp: Path) -> None:
         base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-        merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-        merged.save_pretrained(tmp)
+        PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload().save_pretrained(tmp)
         AutoTokenizer.from_pretrained(base_dir).save_pretrained(tmp)
-        # Another process may have finished first; either copy is complete and identical.
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    build_model_folder(target, write, ".merge-")

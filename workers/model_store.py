@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -69,13 +70,28 @@ def default_model_dir() -> Path:
     return target
 
 
+def build_model_folder(target: Path, write: Callable[[Path], None], prefix: str) -> None:
+    """Run `write(tmp)` into a temporary folder beside `target`, then rename it into place, so a
+    half-written model folder is never seen. Another process may have finished first; either copy
+    is complete and identical."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix))
+    try:
+        write(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _convert_gguf(folder: Path, filename: str, target: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
-    try:
+    def write(tmp: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
         packed = AutoModelForCausalLM.from_pretrained(
             folder, gguf_file=filename, dtype=torch.float32,
@@ -89,11 +105,5 @@ def _convert_gguf(folder: Path, filename: str, target: Path) -> None:
         model.load_state_dict(packed.state_dict())
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        # Another process may have finished first; either copy is complete and identical.
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    build_model_folder(target, write, ".convert-")
