@@ -129,9 +129,33 @@ class LabelMessage:
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> LabelMessage:
         """The message in an entry; keys this version does not know are ignored (forward compatible)."""
-        payload = msgpack.unpackb(_field(fields, PAYLOAD), raw=False)
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in payload.items() if k in known})
+        return _decode_known(cls, fields)
+
+
+@dataclass(frozen=True)
+class AlertMessage:
+    """An escalation episode of one rule in one conversation: written once when it opens, once when it closes.
+
+    `turn_ids`/`source_ids` are the turns at or above the threshold that make up the episode (the
+    input entries' ids, as on their labels); `score` is the highest turn score among them;
+    `opened_at` is the Unix time (s) at which the opening label was written.
+    """
+
+    conversation_id: str
+    rule: str
+    turn_ids: list[int]
+    source_ids: list[str]
+    score: float
+    opened_at: float
+    closed: bool = False
+
+    def encode(self) -> dict[str, bytes]:
+        return {PAYLOAD: msgpack.packb(asdict(self), use_bin_type=True)}
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> AlertMessage:
+        """The alert in an entry; unknown keys are ignored (forward compatible)."""
+        return _decode_known(cls, fields)
 
 
 @dataclass(frozen=True)
@@ -164,6 +188,12 @@ def original_payload(fields: Mapping[Any, Any]) -> bytes:
 def entry_time_ms(entry_id: str) -> int:
     """The Redis server time at which an entry was added (the first part of its id)."""
     return int(entry_id.split("-", 1)[0])
+
+
+def _decode_known(cls: Any, fields: Mapping[Any, Any]) -> Any:
+    payload = msgpack.unpackb(_field(fields, PAYLOAD), raw=False)
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in payload.items() if k in known})
 
 
 def _field(fields: Mapping[Any, Any], name: str) -> Any:

@@ -15,7 +15,8 @@ CORE = ["pipeline.turns", "pipeline.labels", "pipeline.prompts", "pipeline.promp
         "pipeline.stream.context_store", "pipeline.stream.stream_io", "pipeline.stream.client",
         "workers.engine_pool", "workers.engine_actor", "pipeline.context",
         "pipeline.calibration", "training.config", "training.objectives", "training.batching",
-        "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model"]
+        "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model",
+        "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
 
@@ -75,7 +76,8 @@ def _import_graph() -> dict[str, set[str]]:
 def _layer(module: str) -> str:
     if module.startswith("pipeline.cli"):
         return "commands"
-    if module.startswith(("workers", "training", "pipeline.stream", "pipeline.labelling", "pipeline.benchmarks")):
+    if module.startswith(("workers", "training", "pipeline.stream", "pipeline.labelling", "pipeline.benchmarks",
+                          "pipeline.alerts", "pipeline.watch")):
         return "flows"
     return "core"
 

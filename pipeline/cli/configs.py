@@ -68,6 +68,14 @@ def stream_config(args: argparse.Namespace, **overrides: Any) -> Any:
     return StreamConfig(**fields)
 
 
+def alerts_config(args: argparse.Namespace) -> Any:
+    from pipeline.alerts.config import AlertsConfig
+
+    return AlertsConfig(**_given(args, "redis_url", "labels_stream", "alerts_stream", "group", "consumer",
+                                 "batch_size", "reorder_wait_ms", "claim_idle_ms", "claim_interval_ms",
+                                 "state_ttl_s"))
+
+
 def label_job(args: argparse.Namespace) -> Any:
     from pipeline.labelling.job import LabelJob
 

@@ -23,6 +23,8 @@ class Checked:
     pool: Any = None
     video: Any = None
     stream: Any = None
+    alerts: Any = None
+    rules: tuple = ()
 
 
 def preflight(args: argparse.Namespace, redis_keys: tuple[str, ...] = (), **stream_overrides: Any) -> Checked:
@@ -41,9 +43,15 @@ def preflight(args: argparse.Namespace, redis_keys: tuple[str, ...] = (), **stre
     if hasattr(args, "in_stream"):
         stream = configs.stream_config(args, **stream_overrides)
         redis_keys = (stream.in_stream, stream.out_stream, stream.dead_letter_stream, *redis_keys)
+    alerts, rules = None, ()
+    if hasattr(args, "rules"):
+        from pipeline.alerts.rules import load_rules
+
+        alerts, rules = configs.alerts_config(args), load_rules(args.rules)
+        redis_keys = (alerts.labels_stream, alerts.alerts_stream, alerts.dead_letter_stream, *redis_keys)
     url = stream.redis_url if stream else getattr(args, "redis_url", None)
     if redis_keys and url:
         from pipeline.stream.redis_checks import check_streams, connect
 
         check_streams(connect(url), redis_keys, url)
-    return Checked(engine, pool, video, stream)
+    return Checked(engine, pool, video, stream, alerts, rules)

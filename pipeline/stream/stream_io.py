@@ -13,16 +13,8 @@ from typing import Any
 
 from pipeline.stream.ack_policy import Action, Decision
 from pipeline.stream.config import StreamConfig
-from pipeline.wire import DeadLetter, LabelMessage, as_text, original_payload
-
-
-@dataclass(frozen=True)
-class Entry:
-    """An input entry as delivered to this consumer; `fields` is None when it was deleted from the stream."""
-
-    id: str
-    fields: dict | None
-    deliveries: int = 1
+from pipeline.stream.group_reader import Entry, GroupReader
+from pipeline.wire import DeadLetter, LabelMessage, original_payload
 
 
 @dataclass(frozen=True)
@@ -34,79 +26,16 @@ class Outcome:
     label: LabelMessage | None = None
 
 
-class StreamIO:
+class StreamIO(GroupReader):
     """Consumer-group reads, claims and transactional commits for one `StreamConfig`."""
 
     def __init__(self, redis: Any, config: StreamConfig) -> None:
-        self.redis = redis
+        super().__init__(redis, config.in_stream, config.group, config.consumer, config.claim_idle_ms)
         self.config = config
-        self._claim_cursor = "0-0"
-        self._pending_cursor = "0"
-        self.more_to_claim = False
         self._errors_key = f"{config.in_stream}:{config.group}:errors"
 
     def done_key(self, entry_id: str) -> str:
         return f"{self.config.in_stream}:{self.config.group}:done:{entry_id}"
-
-    async def ensure_group(self) -> None:
-        """Create the group (and the stream) if missing; a new group starts at the stream's first entry."""
-        from redis.exceptions import ResponseError
-
-        try:
-            await self.redis.xgroup_create(self.config.in_stream, self.config.group, id="0", mkstream=True)
-        except ResponseError as e:
-            if "BUSYGROUP" not in str(e):
-                raise
-
-    async def read(self, count: int, block_ms: int | None, pending: bool = False) -> list[Entry]:
-        """New entries (XREADGROUP >), or with `pending` this consumer's own unacknowledged ones."""
-        reply = await self.redis.xreadgroup(
-            self.config.group, self.config.consumer,
-            {self.config.in_stream: self._pending_cursor if pending else ">"},
-            count=count, block=None if pending else block_ms,
-        )
-        raw = [(as_text(i), f) for _, entries in reply or () for i, f in entries]
-        if pending:
-            self._pending_cursor = raw[-1][0] if raw else self._pending_cursor
-            return await self._with_deliveries(raw)
-        return [Entry(i, f or None) for i, f in raw]
-
-    async def claim(self, count: int) -> list[Entry]:
-        """Entries idle past `claim_idle_ms` under any consumer of the group, now this one's."""
-        reply = await self.redis.xautoclaim(
-            self.config.in_stream, self.config.group, self.config.consumer,
-            min_idle_time=self.config.claim_idle_ms, start_id=self._claim_cursor, count=count,
-        )
-        self._claim_cursor = as_text(reply[0])
-        self.more_to_claim = self._claim_cursor != "0-0"
-        # Redis 7 lists entries deleted while pending apart (and drops them from the pending list);
-        # Redis 6 returns them with no fields. Either way they come back with `fields` None.
-        deleted = [(as_text(i), None) for i in (reply[2] if len(reply) > 2 else ())]
-        return await self._with_deliveries([(as_text(i), f) for i, f in reply[1]] + deleted)
-
-    async def keep(self, ids: Sequence[str]) -> None:
-        """Reset the idle time of entries this consumer holds (XCLAIM JUSTID: the delivery count
-        stays): a batch waiting for an engine to come back is neither taken over nor counted
-        again while it waits."""
-        if ids:
-            await self.redis.xclaim(self.config.in_stream, self.config.group, self.config.consumer, 0,
-                                    list(ids), justid=True)
-
-    async def _with_deliveries(self, raw: Sequence[tuple[str, dict | None]]) -> list[Entry]:
-        if not raw:
-            return []
-        # One exact XPENDING per entry (pipelined): a range over the batch could hold other entries.
-        pipe = self.redis.pipeline(transaction=False)
-        for i, _ in raw:
-            pipe.xpending_range(self.config.in_stream, self.config.group, min=i, max=i, count=1,
-                                consumername=self.config.consumer)
-        counts = {as_text(p["message_id"]): int(p["times_delivered"])
-                  for reply in await pipe.execute() for p in reply}
-        return [Entry(i, f or None, counts.get(i, 1)) for i, f in raw]
-
-    async def pending_count(self) -> int:
-        summary = await self.redis.xpending(self.config.in_stream, self.config.group)
-        return int(summary["pending"])
 
     async def record_failures(self, failures: dict[str, str]) -> None:
         """Keep each entry's last error, for the dead letter if another worker gives up on it."""

@@ -16,10 +16,6 @@ from dataclasses import replace
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from pipeline.description_cache import RedisDescriptionCache, cache_key
 from pipeline.descriptions import DescribeResult
 from pipeline.errors import DialogueLLMError
@@ -28,6 +24,7 @@ from pipeline.stream.ack_policy import OUTPUT, AckPolicy, Action
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.context_store import ContextStore
 from pipeline.stream.metrics import WorkerMetrics
+from pipeline.stream.redis_retry import RedisRetry
 from pipeline.stream.stream_io import Entry, Outcome, StreamIO
 from pipeline.turns import VideoSegment
 from pipeline.wire import (FLAG_NO_DESCRIPTION, FLAG_PARTIAL_CONTEXT, LabelMessage, MalformedMessage, TurnMessage,
@@ -36,7 +33,6 @@ from pipeline.wire import (FLAG_NO_DESCRIPTION, FLAG_PARTIAL_CONTEXT, LabelMessa
 log = logging.getLogger("dialoguellm.stream")
 DELETED_ENTRY = "entry deleted before it was labelled"
 
-_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 _IDLE_BLOCK_MS = 1000  # how long an idle reader blocks: bounds how fast it notices a stop
 
 
@@ -83,6 +79,9 @@ class StreamWorker:
         self.policy = AckPolicy(config.max_deliveries)
         self.schema = TurnSchema(config.max_text_chars, pool.accepted_adapters)
         self.metrics = metrics or WorkerMetrics()
+        # Entries labelled before a recreated group keep their done markers: none is written twice.
+        self._redis = RedisRetry(self.io.ensure_group, config.in_stream, config.group,
+                                 self.metrics.redis_errors.inc, log)
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
 
@@ -272,36 +271,6 @@ class StreamWorker:
                                                     "deliveries": o.entry.deliveries})
             else:
                 self.metrics.retried.inc()
-
-    async def _redis(self, call: Callable[[], Awaitable[Any]], stop: asyncio.Event | None = None) -> Any:
-        """`call()`, retried with backoff while Redis is unreachable or refuses it; gives up (None)
-        only once `stop` is set, and only for calls given a `stop` (reads: what was not read stays
-        in Redis). A missing group (the stream or group deleted under the worker) is recreated;
-        other reply errors (WRONGTYPE, OOM, NOPERM) are logged with their cause and counted."""
-        from pipeline.stream.redis_checks import describe_error
-
-        delay = 0.05
-        while True:
-            try:
-                return await call()
-            except _REDIS_DOWN as e:
-                self.metrics.redis_errors.inc()
-                log.warning("redis unavailable, retrying", extra={"error": f"{type(e).__name__}: {e}",
-                                                                  "retry_in_s": delay})
-            except ResponseError as e:
-                self.metrics.redis_errors.inc()
-                if str(e).startswith("NOGROUP"):
-                    # Entries labelled before keep their done markers: none is written twice.
-                    log.warning("consumer group missing, recreating it", extra={
-                        "stream": self.config.in_stream, "group": self.config.group})
-                    await self._redis(self.io.ensure_group, stop)
-                    continue
-                log.error("redis refused a call, retrying", extra={
-                    "error": describe_error(e, key=self.config.in_stream), "retry_in_s": delay})
-            if stop is not None and stop.is_set():
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def _with_latency(label: LabelMessage, now_ms: float) -> LabelMessage:

@@ -1,0 +1,1 @@
+"""Escalation alerts for supervisors: rules over the labels stream, episodes, the alerts consumer."""
