@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml deploy/install.sh
 	touch $@
 
 demo: $(STAMP)
-	$(VENV)/bin/dialoguellm demo
+	$(VENV)/bin/dialoguellm demo --watch
 
 test: $(STAMP)
 	$(PY) -m pytest -x -q

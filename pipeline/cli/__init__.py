@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from pipeline.cli import bench, evaluate, label, stream, train, video
+from pipeline.cli import alerts, bench, evaluate, label, stream, train, video, watch
 from pipeline.errors import DialogueLLMError
 
 EXIT_USAGE = 2
@@ -35,6 +35,10 @@ COMMANDS: dict[str, tuple[str, Flags, Handler | None]] = {
                  video.run_describe),
     "label": ("label a manifest of turns (CSV, JSONL, Parquet; MELD's CSV as it is) into a Parquet folder, "
               "with Ray Data; rerun to resume", label.label_flags, label.run_label),
+    "alerts": ("evaluate escalation rules over the labels stream and write alerts, until SIGTERM",
+               alerts.alerts_flags, alerts.run_alerts),
+    "watch": ("a live web page of the conversations being labelled, riskiest first, for supervisors",
+              watch.watch_flags, watch.run_watch),
     # Each benchmark declares its own handler (bench engine | train | stream | label | video).
     "bench": ("benchmarks: our path and its baseline side by side", bench.bench_flags, None),
 }

@@ -1,4 +1,4 @@
-"""`dialoguellm bench engine | train | stream | label | video`: our path and its baseline in one run."""
+"""`dialoguellm bench engine | train | stream | label | video | watch`: our path and its baseline in one run."""
 
 from __future__ import annotations
 
@@ -59,6 +59,16 @@ def bench_flags(p: argparse.ArgumentParser) -> None:
     flags.json_flag(v)
     v.set_defaults(run=run_bench_video)
 
+    w = which.add_parser("watch", help="the watch page with 2,000 active conversations against 20: label to page "
+                                       "time, page load, server memory (headless Chromium)")
+    w.add_argument("--conversations", type=int, default=2000, help="active conversations on the page")
+    w.add_argument("--baseline", type=int, default=20, help="active conversations of the baseline run")
+    w.add_argument("--turns", type=int, default=10, help="labelled turns per conversation")
+    w.add_argument("--updates", type=int, default=20, help="labels timed from XADD to the page")
+    flags.redis_flag(w)
+    flags.json_flag(w)
+    w.set_defaults(run=run_bench_watch)
+
 
 def _emit(args: argparse.Namespace, result: dict) -> int:
     if args.json:
@@ -109,3 +119,11 @@ def run_bench_video(args: argparse.Namespace) -> int:
     from pipeline.benchmarks.video_bench import run_video_benchmark
 
     return _emit(args, run_video_benchmark(args.clips, workdir=args.workdir))
+
+
+def run_bench_watch(args: argparse.Namespace) -> int:
+    from pipeline.benchmarks.watch_bench import run_watch_benchmark
+    from pipeline.stream.embedded_redis import redis_or_embedded
+
+    url, _server = redis_or_embedded(args.redis_url)
+    return _emit(args, run_watch_benchmark(url, (args.conversations, args.baseline), args.turns, args.updates))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 import uuid
@@ -108,6 +109,8 @@ def run_tail(args: argparse.Namespace) -> int:
 
 def demo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conversation", default="1", help="MELD test Dialogue_ID (default: %(default)s)")
+    p.add_argument("--watch", nargs="?", type=int, const=8765, metavar="PORT",
+                   help="serve the watch page at http://127.0.0.1:PORT/ (default port 8765) while the demo runs")
     flags.data_flag(p)
     flags.worker_flags(p)
 
@@ -129,14 +132,32 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"redis: {'embedded server at ' + url if embedded else redact(url)}; streams {prefix}:*", flush=True)
     from workers.engine_pool import EnginePool
 
-    pool = EnginePool(checked.engine, checked.pool)  # the demo conversation has no video
-    how = " (merged into the model)" if pool.merged else " (LoRA)" if pool.default_adapter else ""
-    print(f"engine: {pool.model}, adapter {pool.default_adapter or 'none'}{how}", flush=True)
-    try:
-        demo(conversation, checked.stream, pool, lambda line: print(line, flush=True))
-    finally:
-        pool.shutdown()
+    with _watch_page(args.watch, checked.stream, f"{prefix}:alerts"):
+        pool = EnginePool(checked.engine, checked.pool)  # the demo conversation has no video
+        how = " (merged into the model)" if pool.merged else " (LoRA)" if pool.default_adapter else ""
+        print(f"engine: {pool.model}, adapter {pool.default_adapter or 'none'}{how}", flush=True)
+        try:
+            demo(conversation, checked.stream, pool, lambda line: print(line, flush=True))
+        finally:
+            pool.shutdown()
     return 0
+
+
+@contextlib.contextmanager
+def _watch_page(port: int | None, stream, alerts_stream: str):
+    """With a port: the watch page on the demo's streams, its address printed before the engine starts."""
+    if port is None:
+        yield
+        return
+    from pipeline.watch.config import WatchConfig
+    from pipeline.watch.server import WatchServer
+
+    # The demo's texts are MELD's, public: shown.
+    config = WatchConfig(redis_url=stream.redis_url, labels_stream=stream.out_stream, alerts_stream=alerts_stream,
+                         in_stream=stream.in_stream, port=port, show_text=True)
+    with WatchServer(config) as page:
+        print(f"watch: {page.url}", flush=True)
+        yield
 
 
 def replay_flags(p: argparse.ArgumentParser) -> None:

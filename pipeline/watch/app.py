@@ -1,0 +1,106 @@
+"""The watch page's HTTP side (Starlette): the static page, a conversation's JSON, and the
+Server-Sent Events that keep the page live.
+
+`GET /events` sends a `sync` event first (the conversations changed since the `Last-Event-ID`
+header, or the `last` query parameter of a page that had to open a new connection; all of them
+without one) and then an `update` per batch of entries read. Every event's id is the board's
+cursor, the highest Redis entry id applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from pipeline.labels import LABEL_SETS
+from pipeline.watch.board import parse_entry_id
+from pipeline.watch.config import WatchConfig
+from pipeline.watch.feed import Change, Feed
+from pipeline.watch.negative import NEGATIVE_LABELS
+from pipeline.watch.security import Guard
+
+STATIC = Path(__file__).parent / "static"
+KEEPALIVE_S = 15.0
+RETRY_MS = 1000
+
+
+def create_app(config: WatchConfig) -> Guard:
+    """The ASGI app: routes behind the `Guard`; its lifespan loads the board and follows the streams."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        import redis.asyncio
+
+        client = redis.asyncio.from_url(config.redis_url, health_check_interval=30)
+        feed = Feed(config, client)
+        await feed.load()
+        follow = asyncio.create_task(feed.run(), name="watch-feed")
+        app.state.feed = feed
+        try:
+            yield
+        finally:
+            feed.close()
+            follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follow
+            await client.aclose()
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def meta(request: Request) -> Response:
+        labels = list(dict.fromkeys(label for s in LABEL_SETS.values() for label in s.labels))
+        negative = sorted({label for labels_ in NEGATIVE_LABELS.values() for label in labels_})
+        return JSONResponse({"labels": labels, "negative": negative, "window_min": config.window_min,
+                             "show_text": config.show_text})
+
+    async def conversation(request: Request) -> Response:
+        found = await request.app.state.feed.detail(request.query_params.get("id", ""))
+        return JSONResponse(found) if found is not None else JSONResponse({"error": "not on the board"}, 404)
+
+    async def events(request: Request) -> Response:
+        feed: Feed = request.app.state.feed
+        since = parse_entry_id(request.headers.get("last-event-id") or request.query_params.get("last") or "")
+        first, queue = feed.subscribe(since)
+
+        async def stream():
+            try:
+                yield _frame(first)
+                while True:
+                    try:
+                        change = await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
+                        yield ": keep-alive\n\n"  # also finds pages that left without closing
+                        continue
+                    if change is None:
+                        return
+                    yield _frame(change)
+            finally:
+                feed.unsubscribe(queue)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"x-accel-buffering": "no"})
+
+    app = Starlette(routes=[
+        Route("/", index), Route("/api/meta", meta), Route("/api/conversation", conversation),
+        Route("/events", events), Mount("/static", StaticFiles(directory=STATIC)),
+    ], lifespan=lifespan)
+    return Guard(app, config.token)
+
+
+def close_streams(app: Guard) -> None:
+    """End the pages' event streams, so a stopping server need not wait for them."""
+    feed = getattr(app.app.state, "feed", None)
+    if feed is not None:
+        feed.close()
+
+
+def _frame(change: Change) -> str:
+    return f"retry: {RETRY_MS}\nid: {change.cursor}\nevent: {change.kind}\ndata: {change.data}\n\n"

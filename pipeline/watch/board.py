@@ -1,0 +1,172 @@
+"""The board: per-conversation summaries of the labels and alerts streams, ranked by risk (pure).
+
+Entries are applied as they are read, from both streams. The board's cursor is the highest entry
+id applied so far, and every conversation remembers the cursor at its last change: a page that
+saw everything up to cursor X misses nothing if it is sent every conversation changed at or after
+X (ids of the two streams interleave within a millisecond, hence "at or after"), plus the list of
+conversations still on the board. Memory is bounded: a conversation leaves the board `window_ms`
+after its last label, and keeps only its latest `keep_turns` turns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.watch.negative import negative_score
+from pipeline.wire import AlertMessage, LabelMessage
+
+EntryId = tuple[int, int]
+_ENTRY_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def parse_entry_id(text: str) -> EntryId | None:
+    """`ms-seq` as a comparable pair, or None for anything else (ids also come from browsers)."""
+    m = _ENTRY_ID.match(text.strip())
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def format_entry_id(entry: EntryId) -> str:
+    return f"{entry[0]}-{entry[1]}"
+
+
+@dataclass(frozen=True)
+class TurnLabel:
+    """One labelled turn as the page shows it."""
+
+    turn_id: int
+    speaker: str
+    label: str
+    confidence: float
+    probs: dict[str, float]
+    negative: float
+
+    @classmethod
+    def of(cls, m: LabelMessage) -> TurnLabel:
+        """Typed copies of the message's fields (ValueError/TypeError on a malformed one)."""
+        if isinstance(m.turn_id, bool) or not isinstance(m.probs, dict):
+            raise TypeError("turn_id must be an integer and probs a map")
+        probs = {str(k): float(v) for k, v in m.probs.items()}
+        return cls(int(m.turn_id), str(m.speaker), str(m.label), float(m.confidence), probs, negative_score(probs))
+
+
+@dataclass(frozen=True)
+class Episode:
+    """The latest state of one alert rule in one conversation."""
+
+    rule: str
+    turn_ids: tuple[int, ...]
+    score: float
+    opened_at: float
+    closed: bool
+
+    @classmethod
+    def of(cls, m: AlertMessage) -> Episode:
+        return cls(str(m.rule), tuple(int(t) for t in m.turn_ids), float(m.score), float(m.opened_at),
+                   bool(m.closed))
+
+
+@dataclass
+class Conversation:
+    conversation_id: str
+    last_label_ms: int
+    changed: EntryId
+    turns: dict[int, TurnLabel] = field(default_factory=dict)
+    episodes: dict[str, Episode] = field(default_factory=dict)
+
+    def latest(self) -> TurnLabel | None:
+        return self.turns[max(self.turns)] if self.turns else None
+
+    def has_open_alert(self) -> bool:
+        return any(not e.closed for e in self.episodes.values())
+
+    def risk(self) -> tuple[int, float, int]:
+        """Higher is riskier: an open alert, then the latest turn's negative score, then recency."""
+        latest = self.latest()
+        return (int(self.has_open_alert()), round(latest.negative, 4) if latest else 0.0, self.last_label_ms)
+
+    def ordered_turns(self) -> list[TurnLabel]:
+        return [self.turns[t] for t in sorted(self.turns)]
+
+
+class Board:
+    """Conversations with a label in the last `window_ms`, from entries applied in stream order."""
+
+    def __init__(self, window_ms: int, keep_turns: int) -> None:
+        self.window_ms, self.keep_turns = window_ms, keep_turns
+        self.cursor: EntryId = (0, 0)
+        self.conversations: dict[str, Conversation] = {}
+
+    def add_label(self, entry_id: EntryId, message: LabelMessage) -> str:
+        """Apply a label entry; returns its conversation id. Malformed: ValueError or TypeError."""
+        turn = TurnLabel.of(message)
+        conv = self._touch(str(message.conversation_id), entry_id)
+        conv.last_label_ms = max(conv.last_label_ms, entry_id[0])
+        conv.turns[turn.turn_id] = turn
+        if len(conv.turns) > self.keep_turns:
+            for old in sorted(conv.turns)[:-self.keep_turns]:
+                del conv.turns[old]
+        return conv.conversation_id
+
+    def add_alert(self, entry_id: EntryId, message: AlertMessage) -> str:
+        """Apply an alert entry: the latest entry of a (conversation, rule) is its state."""
+        episode = Episode.of(message)
+        conv = self._touch(str(message.conversation_id), entry_id)
+        conv.episodes[episode.rule] = episode
+        return conv.conversation_id
+
+    def expire(self, now_ms: int) -> list[str]:
+        """Drop conversations whose last label is older than the window; returns their ids."""
+        gone = [cid for cid, c in self.conversations.items() if c.last_label_ms < now_ms - self.window_ms]
+        for cid in gone:
+            del self.conversations[cid]
+        return gone
+
+    def shown(self) -> list[Conversation]:
+        """The conversations the page lists (those with a label), riskiest first."""
+        listed = [c for c in self.conversations.values() if c.turns]
+        return sorted(listed, key=lambda c: (tuple(-x for x in c.risk()), c.conversation_id))
+
+    def changed_since(self, entry_id: EntryId) -> list[Conversation]:
+        """Listed conversations changed at or after `entry_id` (see the module's docstring)."""
+        return [c for c in self.shown() if c.changed >= entry_id]
+
+    def _touch(self, conversation_id: str, entry_id: EntryId) -> Conversation:
+        self.cursor = max(self.cursor, entry_id)
+        conv = self.conversations.get(conversation_id)
+        if conv is None:
+            # An alert may come before any label of its conversation: it counts from the alert's time.
+            conv = self.conversations[conversation_id] = Conversation(conversation_id, entry_id[0], self.cursor)
+        conv.changed = self.cursor
+        return conv
+
+
+def summary(conv: Conversation) -> dict[str, Any]:
+    """A listed conversation's row, as the page draws it (JSON-ready)."""
+    latest = conv.latest()
+    assert latest is not None, "only listed conversations have a row"
+    return {
+        "id": conv.conversation_id, "speaker": latest.speaker, "label": latest.label,
+        "confidence": round(latest.confidence, 3), "risk": list(conv.risk()),
+        "turns": [[t.turn_id, t.label, round(t.negative, 3)] for t in conv.ordered_turns()],
+        "alerts": [episode_json(e) for e in conv.episodes.values()],
+    }
+
+
+def detail(conv: Conversation, texts: dict[int, dict[str, str]] | None) -> dict[str, Any]:
+    """A conversation's view: every kept turn with its probabilities (and text, when given)."""
+    turns = []
+    for t in conv.ordered_turns():
+        row: dict[str, Any] = {"turn_id": t.turn_id, "speaker": t.speaker, "label": t.label,
+                               "confidence": round(t.confidence, 4), "negative": round(t.negative, 4),
+                               "probs": {k: round(v, 4) for k, v in t.probs.items()}}
+        if texts is not None:
+            row["text"] = texts.get(t.turn_id, {}).get("text")
+        turns.append(row)
+    return {"id": conv.conversation_id, "turns": turns, "alerts": [episode_json(e) for e in conv.episodes.values()]}
+
+
+def episode_json(e: Episode) -> dict[str, Any]:
+    return {"rule": e.rule, "turn_ids": list(e.turn_ids), "score": round(e.score, 4), "opened_at": e.opened_at,
+            "closed": e.closed}

@@ -1,0 +1,79 @@
+"""The watch server's typed configuration, validated once at start."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from pipeline.alerts.config import DEFAULT_ALERTS_STREAM
+from pipeline.errors import ConfigError
+from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, REDIS_SCHEMES
+from pipeline.stream.redis_checks import redact
+
+TOKEN_ENV = "DIALOGUELLM_WATCH_TOKEN"
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """What the page reads (read-only) and where it is served.
+
+    Conversations stay on the page `window_min` minutes after their last label (by the label
+    entry's id time); each keeps its last `keep_turns` turns. Off loopback a `token` is required.
+    """
+
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help(
+        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+    labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("the labels stream to show"))
+    alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=_help("the alerts stream (absent: no alerts)"))
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=_help(
+        "the input stream whose context store (IN_STREAM:ctx:ID) holds the texts shown with --show-text"))
+    host: str = field(default="127.0.0.1", metadata=_help("address to bind; any but loopback needs --token"))
+    port: int = field(default=8765, metadata=_help("port to bind (0: any free port)"))
+    token: str | None = field(default=None, metadata=_help(
+        f"the page's access token (default: ${TOKEN_ENV}); sent as 'Authorization: Bearer T' or opened once "
+        "as /?token=T, which sets a cookie"))
+    show_text: bool = field(default=False, metadata=_help(
+        "show the utterances (from the context store) in a conversation's view (default: off, labels only)"))
+    window_min: float = field(default=30.0, metadata=_help("list conversations with a label in the last N minutes"))
+    keep_turns: int = field(default=100, metadata=_help("turns kept per conversation (the latest by turn id)"))
+
+    @property
+    def window_ms(self) -> int:
+        return int(self.window_min * 60_000)
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
+            raise ConfigError(f"redis: {redact(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
+        for name in ("labels_stream", "alerts_stream", "in_stream", "host"):
+            if not getattr(self, name):
+                raise ConfigError(f"{name}: must not be empty")
+        if self.labels_stream == self.alerts_stream:
+            raise ConfigError("alerts_stream: must differ from labels_stream")
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port: {self.port} is not a port number")
+        if not self.window_min > 0:
+            raise ConfigError(f"window_min: must be > 0, got {self.window_min}")
+        if self.keep_turns <= 0:
+            raise ConfigError(f"keep_turns: must be > 0, got {self.keep_turns}")
+        if self.token is not None and not re.fullmatch(r"[A-Za-z0-9._~-]{16,}", self.token):
+            raise ConfigError("token: use at least 16 letters, digits or - _ . ~ (e.g. the output of "
+                              "python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        if self.token is None and not is_loopback(self.host):
+            raise ConfigError(f"token: binding {self.host} (not a loopback address) requires --token "
+                              f"(or ${TOKEN_ENV}): anyone who reaches it would read the conversations")

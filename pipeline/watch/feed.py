@@ -1,0 +1,156 @@
+"""Everything the page reads from Redis, read-only: the board kept in step with the labels and
+alerts streams (XRANGE over the window at start, then XREAD), its changes fanned out to the
+connected pages, and a conversation's texts from the context store (HGETALL).
+
+Pages subscribe with the cursor they last saw and get, in the same step (nothing can come in
+between on the event loop), the conversations changed since and a queue of later changes. A page
+that falls `QUEUE_SIZE` changes behind is dropped; its browser reconnects with its last event id
+and misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from pipeline.stream.context_store import ContextStore
+from pipeline.stream.redis_checks import describe_error
+from pipeline.watch.board import Board, EntryId, detail, format_entry_id, parse_entry_id, summary
+from pipeline.watch.config import WatchConfig
+from pipeline.wire import AlertMessage, LabelMessage, as_text
+
+log = logging.getLogger("dialoguellm.watch")
+
+READ_COUNT = 1000
+BLOCK_MS = 1000  # also how often conversations past the window are dropped
+QUEUE_SIZE = 256
+BACKOFF_S = (0.05, 5.0)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a page is sent: `data` is JSON ({"rows": [...], and "drop" or "keep": [ids]})."""
+
+    kind: str  # "sync" (on connect) or "update"
+    data: str
+    cursor: str
+
+
+class Feed:
+    """A board fed from the streams, and the pages subscribed to its changes."""
+
+    def __init__(self, config: WatchConfig, redis: Any, clock: Callable[[], float] = time.time) -> None:
+        self.config, self.redis, self.clock = config, redis, clock
+        self.board = Board(config.window_ms, config.keep_turns)
+        self.positions: dict[str, str] = {}
+        self.subscribers: set[asyncio.Queue[Change | None]] = set()
+        self.skipped = 0
+        self._texts = ContextStore(redis, config.in_stream, 0, 0, 0)  # for its key names only
+
+    async def load(self) -> None:
+        """The window's entries of both streams (XRANGE, in chunks)."""
+        start = f"{self._now_ms() - self.config.window_ms}-0"
+        for stream in (self.config.labels_stream, self.config.alerts_stream):
+            self.positions[stream], low = start, start
+            while entries := await self.redis.xrange(stream, min=low, count=READ_COUNT):
+                self._apply(stream, entries)
+                self.positions[stream] = as_text(entries[-1][0])
+                low = "(" + self.positions[stream]
+        self.board.expire(self._now_ms())
+
+    async def run(self) -> None:
+        """Follow both streams (XREAD) until cancelled; Redis errors are logged and retried."""
+        delay = BACKOFF_S[0]
+        while True:
+            try:
+                reply = await self.redis.xread(self.positions, count=READ_COUNT, block=BLOCK_MS)
+                delay = BACKOFF_S[0]
+            except Exception as e:  # redis raises its own and OS errors; the page keeps what it has
+                if not type(e).__module__.startswith("redis.") and not isinstance(e, OSError):
+                    raise
+                log.warning("redis read failed; retrying in %.2f s: %s", delay,
+                            describe_error(e, self.config.redis_url))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_S[1])
+                continue
+            changed: set[str] = set()
+            for stream, entries in reply or ():
+                stream = as_text(stream)
+                changed |= self._apply(stream, entries)
+                self.positions[stream] = as_text(entries[-1][0])
+            dropped = self.board.expire(self._now_ms())
+            if changed or dropped:
+                self._publish(changed - set(dropped), dropped)
+
+    def subscribe(self, since: EntryId | None) -> tuple[Change, asyncio.Queue[Change | None]]:
+        """The conversations changed at or after `since` (None: all) and the queue of later changes."""
+        queue: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_SIZE)
+        self.subscribers.add(queue)
+        shown = self.board.shown()
+        rows = shown if since is None else self.board.changed_since(since)
+        data = _json({"rows": [summary(c) for c in rows], "keep": [c.conversation_id for c in shown]})
+        return Change("sync", data, format_entry_id(self.board.cursor)), queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Change | None]) -> None:
+        self.subscribers.discard(queue)
+
+    def close(self) -> None:
+        """End every subscription (the server is stopping)."""
+        for queue in list(self.subscribers):
+            self._end(queue)
+
+    async def detail(self, conversation_id: str) -> dict[str, Any] | None:
+        """A listed conversation's turns, with their texts when `show_text`; None when not listed."""
+        conv = self.board.conversations.get(conversation_id)
+        if conv is None or not conv.turns:
+            return None
+        texts = None
+        if self.config.show_text:
+            stored = await self.redis.hgetall(self._texts.key(conversation_id))
+            texts = {int(k): msgpack.unpackb(v, raw=False) for k, v in stored.items()}
+        return detail(conv, texts)
+
+    def _apply(self, stream: str, entries: list) -> set[str]:
+        is_labels = stream == self.config.labels_stream
+        changed = set()
+        for raw_id, fields in entries:
+            entry_id = parse_entry_id(as_text(raw_id))
+            try:
+                if is_labels:
+                    changed.add(self.board.add_label(entry_id, LabelMessage.decode(fields)))
+                else:
+                    changed.add(self.board.add_alert(entry_id, AlertMessage.decode(fields)))
+            except (ValueError, TypeError, AttributeError) as e:  # not ours to fix: shown as a count in the log
+                self.skipped += 1
+                log.warning("skipped malformed entry %s in %s: %s", as_text(raw_id), stream, e)
+        return changed
+
+    def _publish(self, changed: set[str], dropped: list[str]) -> None:
+        convs = (self.board.conversations.get(cid) for cid in sorted(changed))
+        rows = [summary(c) for c in convs if c is not None and c.turns]
+        change = Change("update", _json({"rows": rows, "drop": dropped}), format_entry_id(self.board.cursor))
+        for queue in list(self.subscribers):
+            try:
+                queue.put_nowait(change)
+            except asyncio.QueueFull:
+                self._end(queue)
+
+    def _end(self, queue: asyncio.Queue[Change | None]) -> None:
+        self.subscribers.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(None)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
