@@ -14,6 +14,7 @@ from pipeline.datasets import resolve_data_root  # noqa: E402
 from pipeline.labels import LABEL_SETS, LabelSet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+REDIS_URL = os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
 # Labels whose tokens share first tokens under the tiny tokenizer ("Ġam" az/us ed, "Ġgr" ate/ump):
 # scoring must then ask for more than the first token to stay exact.
@@ -65,3 +66,13 @@ def run_cli():
         )
 
     return run
+
+
+@pytest.fixture
+def r():
+    """A client of the real Redis server the tests run against (`$DIALOGUELLM_TEST_REDIS`)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()

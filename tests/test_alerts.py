@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import signal
@@ -14,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-import redis
 
 from pipeline.alerts.config import AlertsConfig
 from pipeline.alerts.episodes import ConversationState, LabelView, apply
@@ -22,7 +20,7 @@ from pipeline.alerts.rules import parse_rules
 from pipeline.errors import ConfigError
 from pipeline.wire import AlertMessage, LabelMessage
 
-REDIS_URL = os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+from conftest import REDIS_URL  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RULE = {"name": "customer-upset", "labels": ["anger", "disgust", "sadness"], "threshold": 0.6, "turns": 3,
         "speaker": "(?i)^customer$", "clear_after": 2}
@@ -142,17 +140,6 @@ def test_state_survives_its_bytes():
 
 
 # -- the consumer, against the real Redis ----------------------------------------------------------
-
-@pytest.fixture
-def r():
-    try:
-        client = redis.Redis.from_url(REDIS_URL)
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
-    yield client
-    client.close()
-
 
 @pytest.fixture
 def streams(r):

@@ -24,7 +24,8 @@ def validate(*files: Path) -> subprocess.CompletedProcess:
 def test_every_deployment_file_validates():
     result = validate()
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("deploy/k8s/worker.yaml", "deploy/k8s/redis.yaml", "deploy/k8s/keda-scaledobject.yaml",
+    for name in ("deploy/k8s/worker.yaml", "deploy/k8s/supervisors.yaml", "deploy/k8s/redis.yaml",
+                 "deploy/k8s/keda-scaledobject.yaml",
                  "deploy/kuberay/raycluster.yaml", "deploy/kuberay/rayjob-train.yaml",
                  "deploy/kuberay/rayjob-label.yaml", "deploy/docker/Dockerfile.cpu", "deploy/docker/Dockerfile.gpu",
                  "compose.yaml", "deploy/monitoring/grafana-dashboard.json", "deploy/monitoring/prometheus.yaml"):

@@ -25,16 +25,9 @@ from pipeline.wire import PAYLOAD, DeadLetter, LabelMessage, TurnMessage
 
 redis = pytest.importorskip("redis")
 
-REDIS_URL = os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+from conftest import REDIS_URL  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def r():
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
 
 
 @pytest.fixture

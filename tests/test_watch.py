@@ -27,7 +27,7 @@ from pipeline.wire import AlertMessage, LabelMessage
 redis = pytest.importorskip("redis")
 httpx = pytest.importorskip("httpx")
 
-REDIS_URL = os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0")
+from conftest import REDIS_URL  # noqa: E402
 MELD = LABEL_SETS["meld"].labels
 TOKEN = "test-token-0123456789abcdef"
 XSS = "<img src=x onerror=alert(1)>"
@@ -147,13 +147,6 @@ def test_the_command_fails_at_start_naming_the_flag(run_cli):
 
 
 # ---- the server, for real -----------------------------------------------------------------------
-
-@pytest.fixture
-def r():
-    client = redis.Redis.from_url(REDIS_URL)
-    yield client
-    client.close()
-
 
 @pytest.fixture
 def streams(r):

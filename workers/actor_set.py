@@ -35,6 +35,10 @@ def ensure_ray(address: str | None = None) -> None:
 
     global _started_here
     if not ray.is_initialized():
+        if not (address or os.environ.get("RAY_ADDRESS")):
+            # Ray runs its workers at nice 15 by default; a CPU engine's threads, bound to every
+            # core, then stall whenever Ray's own processes run. Its actors are the work here.
+            os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
         _started_here = not (address or os.environ.get("RAY_ADDRESS"))
 

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from pipeline.errors import DialogueLLMError
+from pipeline.labelling.manifest import output_columns
 from pipeline.predictions import LabelRequest
 from pipeline.turns import Turn, VideoSegment
 from workers.cpu_threads import torch_threads_for_cpu_actor
@@ -53,7 +54,8 @@ class DescribeStage:
 
 
 class LabelStage:
-    """Rows to labels with one `EmotionEngine` (the same engine, prompts and scoring as serve and eval)."""
+    """Rows to labels with one `EmotionEngine` (the same engine, prompts and scoring as serve and eval),
+    returned as the output file's columns."""
 
     def __init__(self, config: EngineConfig, label_set: str) -> None:
         torch_threads_for_cpu_actor()
@@ -75,7 +77,9 @@ class LabelStage:
             probs.append(json.dumps(answer.probs))
         batch["label"], batch["confidence"], batch["probs"], batch["error"] = labels, confidences, probs, errors
         batch["description"] = batch["_description"]
-        return batch
+        # The output columns are made here, in the actor's call, not in a task of their own: on a
+        # small machine every extra task takes a core from the engine.
+        return output_columns(batch)
 
 
 def label_requests(batch: Any, label_set: str) -> list[LabelRequest]:

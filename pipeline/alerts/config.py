@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
-from pipeline.stream.config import DEFAULT_OUT_STREAM, REDIS_SCHEMES, default_consumer
-from pipeline.stream.redis_checks import redact
+from pipeline.stream.config import DEFAULT_OUT_STREAM, check_redis_url, default_consumer, redis_url_field
 
 DEFAULT_ALERTS_STREAM = "dialoguellm:alerts"
 DEFAULT_ALERTS_GROUP = "dialoguellm-alerts"
@@ -26,8 +24,7 @@ class AlertsConfig:
     `{alerts_stream}:dead` with the reason.
     """
 
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help(
-        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+    redis_url: str = redis_url_field()
     labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("labels in (serve's output stream)"))
     alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=_help("alerts out"))
     group: str = field(default=DEFAULT_ALERTS_GROUP, metadata=_help(
@@ -52,8 +49,7 @@ class AlertsConfig:
         return f"{self.alerts_stream}:dead"
 
     def __post_init__(self) -> None:
-        if urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
-            raise ConfigError(f"redis: {redact(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
+        check_redis_url(self.redis_url)
         for name in ("labels_stream", "alerts_stream", "group", "consumer"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: must not be empty")

@@ -17,10 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.labelling.manifest import add_context, normalise, read_table
+from pipeline.labelling.manifest import OUTPUT_COLUMNS, ROW, add_context, normalise, read_table
 
-OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")
-ROW = "manifest_row"
 MARKER = ".dialoguellm-labels"
 PART_PREFIX = "labels_"
 
@@ -91,18 +89,24 @@ def prepare(job: LabelJob, context_turns: int) -> tuple[Any, Any]:
 
 def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
     """Label the pending rows; returns counts (and the evaluation when the manifest has gold labels)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import ray
 
     from workers.actor_set import ensure_ray
     from workers.batch_stages import DescribeStage, LabelStage
     from workers.video.decoder import DecodeConfig
 
-    rows, pending = prepare(job, engine_config.context_turns)
+    # The manifest is read while Ray starts (seconds): neither needs the other. Ray starts on
+    # this thread (its start-up installs signal handlers, which only the main thread may do).
+    with ThreadPoolExecutor(1) as background:
+        prepared = background.submit(prepare, job, engine_config.context_turns)
+        ensure_ray(job.ray_address)
+        rows, pending = prepared.result()
     summary: dict[str, Any] = {"rows": len(rows), "already_done": len(rows) - len(pending), "labelled_now": 0}
     print(f"manifest: {len(rows)} rows; {summary['already_done']} already in {job.out}; {len(pending)} to label",
           file=sys.stderr, flush=True)
     if len(pending):
-        ensure_ray(job.ray_address)
         gpus = job.gpus_per_engine
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
@@ -116,10 +120,13 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
                                 num_cpus=0.5, num_gpus=float(job.describer == "vlm"),
                                 fn_constructor_args=(job.describer, job.decode or DecodeConfig(),
                                                      job.cache_dir or _default_cache(), job.describer_options))
-        ds = ds.map_batches(LabelStage, batch_format="pandas", batch_size=job.batch_size, concurrency=job.engines,
-                            num_cpus=1, num_gpus=gpus,
-                            fn_constructor_args=(engine_config, job.label_set))
-        ds = ds.map_batches(_output_columns, batch_format="pandas")
+        # Two batches in flight per engine actor (as the stream worker and ray.data.llm keep): the
+        # next batch is fetched and converted while the engine labels this one; the engine itself
+        # labels one batch at a time.
+        label_pool = ray.data.ActorPoolStrategy(size=job.engines, max_tasks_in_flight_per_actor=2,
+                                                max_concurrent_calls_per_actor=2)
+        ds = ds.map_batches(LabelStage, batch_format="pandas", batch_size=job.batch_size, compute=label_pool,
+                            num_cpus=1, num_gpus=gpus, fn_constructor_args=(engine_config, job.label_set))
         Path(job.out).mkdir(parents=True, exist_ok=True)
         (Path(job.out) / MARKER).write_text(f"written by dialoguellm label; part files: {PART_PREFIX}*.parquet\n")
         ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file, filename_provider=_part_names())
@@ -133,17 +140,6 @@ def _part_names() -> Any:
     from ray.data.datasource import FilenameProvider
 
     return FilenameProvider(dataset_uuid=PART_PREFIX.rstrip("_"), file_format="parquet")
-
-
-def _output_columns(batch: Any) -> Any:
-    """Every input column, `label` … `error`, and `manifest_row`."""
-    inputs = [c for c in batch.columns if not c.startswith("_") and c not in OUTPUT_COLUMNS]
-    out = batch[inputs].copy()
-    for name in OUTPUT_COLUMNS:
-        out[name] = batch[name]
-    out["error"] = out["error"].replace("", None)
-    out[ROW] = batch["_row"]
-    return out
 
 
 def _evaluate(job: LabelJob, rows: Any) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from pipeline.errors import DataError
 from pipeline.labels import get_label_set
 
 REQUIRED = ("conversation_id", "turn_id", "speaker", "text")
+OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")
+ROW = "manifest_row"  # the output's column for `_row`
 MELD_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Speaker", "Utterance")
 
 
@@ -136,3 +138,14 @@ def _under(root: Path | None, uri: Any) -> str | None:
     if root is None or "://" in uri or Path(uri).is_absolute():
         return uri
     return str(root / uri)
+
+
+def output_columns(batch: Any) -> Any:
+    """Every input column, `label` … `error`, and `manifest_row`."""
+    inputs = [c for c in batch.columns if not c.startswith("_") and c not in OUTPUT_COLUMNS]
+    out = batch[inputs].copy()
+    for name in OUTPUT_COLUMNS:
+        out[name] = batch[name]
+    out["error"] = out["error"].replace("", None)
+    out[ROW] = batch["_row"]
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import ConfigError
@@ -17,6 +18,18 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
+
+
+def redis_url_field() -> Any:
+    """The `redis_url` field every Redis-using config declares: one default, one help text."""
+    return field(default="redis://127.0.0.1:6379/0", metadata=_help(
+        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+
+
+def check_redis_url(url: str) -> None:
+    """A `ConfigError` unless `url` is a redis://, rediss:// or unix:// URL (shown without its password)."""
+    if urlsplit(url).scheme not in REDIS_SCHEMES:
+        raise ConfigError(f"redis: {redact(url)!r} is not a redis://, rediss:// or unix:// URL")
 
 
 def default_consumer() -> str:
@@ -34,8 +47,7 @@ class StreamConfig:
     `context_ttl_s` after its last turn, at most `context_keep` turns.
     """
 
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help(
-        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+    redis_url: str = redis_url_field()
     in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=_help("turns in"))
     out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("labels out"))
     dead_stream: str | None = field(default=None, metadata=_help("dead letters (default: IN_STREAM:dead)"))
@@ -59,9 +71,7 @@ class StreamConfig:
         return self.dead_stream or f"{self.in_stream}:dead"
 
     def __post_init__(self) -> None:
-        scheme = urlsplit(self.redis_url).scheme
-        if scheme not in REDIS_SCHEMES:
-            raise ConfigError(f"redis: {redact(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
+        check_redis_url(self.redis_url)
         for name in ("in_stream", "out_stream", "group", "consumer"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: must not be empty")

@@ -5,12 +5,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from pipeline.alerts.config import DEFAULT_ALERTS_STREAM
 from pipeline.errors import ConfigError
-from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, REDIS_SCHEMES
-from pipeline.stream.redis_checks import redact
+from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, check_redis_url, redis_url_field
 
 TOKEN_ENV = "DIALOGUELLM_WATCH_TOKEN"
 
@@ -37,8 +35,7 @@ class WatchConfig:
     entry's id time); each keeps its last `keep_turns` turns. Off loopback a `token` is required.
     """
 
-    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_help(
-        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+    redis_url: str = redis_url_field()
     labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("the labels stream to show"))
     alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=_help("the alerts stream (absent: no alerts)"))
     in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=_help(
@@ -58,8 +55,7 @@ class WatchConfig:
         return int(self.window_min * 60_000)
 
     def __post_init__(self) -> None:
-        if urlsplit(self.redis_url).scheme not in REDIS_SCHEMES:
-            raise ConfigError(f"redis: {redact(self.redis_url)!r} is not a redis://, rediss:// or unix:// URL")
+        check_redis_url(self.redis_url)
         for name in ("labels_stream", "alerts_stream", "in_stream", "host"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: must not be empty")
