@@ -7,6 +7,7 @@ Every test uses streams of its own (`test:watch:<random>:*`) and deletes its key
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import time
@@ -228,6 +229,17 @@ def test_page_has_a_content_security_policy_and_no_inline_script(serve):
         asset = httpx.get(url + "static/" + name)
         assert asset.status_code == 200 and "content-security-policy" in asset.headers
         assert "https://" not in asset.text and "innerHTML" not in asset.text
+
+
+def test_the_page_itself_lists_the_conversations_riskiest_first_escaped(r, streams, serve):
+    # What `chromium --headless --dump-dom` or any client without the script sees.
+    push(r, streams, label("calm", 0), label("upset", 0, "anger", 0.9), label("xss", 0, speaker=XSS),
+         alert("alerted", [0]), label("alerted", 0))
+    page = httpx.get(serve()).text
+    listed = re.findall(r'class="cid" role="cell">([^<]*)<', page)
+    assert listed[:2] == ["alerted", "upset"] and sorted(listed) == ["alerted", "calm", "upset", "xss"]
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img" not in page
+    assert '<p id="empty" class="empty" hidden>' in page
 
 
 def test_without_a_token_only_local_host_names_are_answered(serve):

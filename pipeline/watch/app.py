@@ -16,20 +16,24 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pipeline.labels import LABEL_SETS
-from pipeline.watch.board import parse_entry_id
+from pipeline.watch.board import parse_entry_id, summary
+from pipeline.watch.first_paint import render_page
 from pipeline.watch.config import WatchConfig
 from pipeline.watch.feed import Change, Feed
 from pipeline.watch.negative import NEGATIVE_LABELS
 from pipeline.watch.security import Guard
 
 STATIC = Path(__file__).parent / "static"
+TEMPLATE = (STATIC / "index.html").read_text(encoding="utf-8")
+ALL_LABELS = list(dict.fromkeys(label for s in LABEL_SETS.values() for label in s.labels))
 KEEPALIVE_S = 15.0
 RETRY_MS = 1000
+FIRST_PAINT_ROWS = 200  # the riskiest rows put in the page itself; the script brings the rest at once
 
 
 def create_app(config: WatchConfig) -> Guard:
@@ -54,10 +58,13 @@ def create_app(config: WatchConfig) -> Guard:
             await client.aclose()
 
     async def index(request: Request) -> Response:
-        return FileResponse(STATIC / "index.html")
+        feed: Feed = request.app.state.feed
+        riskiest = feed.board.shown()[:FIRST_PAINT_ROWS]
+        page = render_page(TEMPLATE, (summary(c) for c in riskiest), ALL_LABELS)
+        return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     async def meta(request: Request) -> Response:
-        labels = list(dict.fromkeys(label for s in LABEL_SETS.values() for label in s.labels))
+        labels = ALL_LABELS
         negative = sorted({label for labels_ in NEGATIVE_LABELS.values() for label in labels_})
         return JSONResponse({"labels": labels, "negative": negative, "window_min": config.window_min,
                              "show_text": config.show_text})

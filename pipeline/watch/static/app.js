@@ -53,6 +53,8 @@ function connect() {
 
 function receive(ev, data, isSync) {
   state.lastId = ev.lastEventId;
+  // The rows the server put in the page are replaced by live ones from the first sync on.
+  if (isSync) document.querySelectorAll("#board .first-paint").forEach((row) => row.remove());
   for (const row of data.rows) {
     state.rows.set(row.id, { data: row, el: state.rows.get(row.id)?.el });
     state.dirty.add(row.id);
