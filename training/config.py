@@ -10,23 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config_fields import field_help
 from pipeline.errors import ConfigError
 
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 @dataclass(frozen=True)
 class LoraSettings:
-    r: int = field(default=8, metadata=_help("LoRA rank"))
-    alpha: int = field(default=16, metadata=_help("LoRA scaling numerator (scale = alpha / r)"))
-    dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA input, in [0, 1)"))
+    r: int = field(default=8, metadata=field_help("LoRA rank"))
+    alpha: int = field(default=16, metadata=field_help("LoRA scaling numerator (scale = alpha / r)"))
+    dropout: float = field(default=0.05, metadata=field_help("dropout on the LoRA input, in [0, 1)"))
     target_modules: tuple[str, ...] = field(default=("q_proj", "v_proj"),
-                                            metadata=_help("projections that get LoRA, of " + ", ".join(KNOWN_TARGET_MODULES)))
-    top_layers: int | None = field(default=None, metadata=_help(
+                                            metadata=field_help("projections that get LoRA, of " + ", ".join(KNOWN_TARGET_MODULES)))
+    top_layers: int | None = field(default=None, metadata=field_help(
         "LoRA on the top K decoder layers only; with the fast step the frozen layers below are computed "
         "once per example and reused every epoch (None: every layer)"))
 
@@ -51,10 +48,11 @@ class LoraSettings:
 class DataSource:
     """One dataset split; `limit` takes its first N labelled turns (a bounded run)."""
 
-    dataset: str = field(metadata=_help("dataset name (meld, emorynlp, iemocap, dailydialog, jsonl)"))
-    split: str = field(default="train", metadata=_help("train, dev or test"))
-    path: str | None = field(default=None, metadata=_help("data root, dataset folder or file (default: the data root)"))
-    limit: int | None = field(default=None, metadata=_help("take the first N labelled turns only"))
+    dataset: str = field(metadata=field_help("dataset name (meld, emorynlp, iemocap, dailydialog, jsonl)"))
+    split: str = field(default="train", metadata=field_help("train, dev or test"))
+    path: str | None = field(default=None, metadata=field_help(
+        "data root, dataset folder or file (default: the data root)"))
+    limit: int | None = field(default=None, metadata=field_help("take the first N labelled turns only"))
 
     def validate(self, where: str) -> None:
         from pipeline.datasets import DATASETS, SPLITS, resolve_data_root
@@ -75,19 +73,19 @@ class DataSource:
 
 @dataclass(frozen=True)
 class Optimisation:
-    learning_rate: float = field(default=3e-4, metadata=_help("AdamW peak learning rate"))
-    epochs: int = field(default=1, metadata=_help("passes over the training data"))
-    batch_size: int = field(default=8, metadata=_help("examples per forward pass (one label set per batch)"))
-    gradient_accumulation: int = field(default=1, metadata=_help("batches per optimiser step"))
-    warmup_ratio: float = field(default=0.03, metadata=_help("share of steps with a linear warm-up"))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
-    seed: int = field(default=0, metadata=_help("seed of the shuffling, dropout and LoRA initialisation"))
-    step: str = field(default="fast", metadata=_help(
+    learning_rate: float = field(default=3e-4, metadata=field_help("AdamW peak learning rate"))
+    epochs: int = field(default=1, metadata=field_help("passes over the training data"))
+    batch_size: int = field(default=8, metadata=field_help("examples per forward pass (one label set per batch)"))
+    gradient_accumulation: int = field(default=1, metadata=field_help("batches per optimiser step"))
+    warmup_ratio: float = field(default=0.03, metadata=field_help("share of steps with a linear warm-up"))
+    weight_decay: float = field(default=0.0, metadata=field_help("AdamW weight decay"))
+    seed: int = field(default=0, metadata=field_help("seed of the shuffling, dropout and LoRA initialisation"))
+    step: str = field(default="fast", metadata=field_help(
         "fast: shared instruction prefix once per batch, LM head at the loss positions only (Llama-style "
         "models); plain: every position of every padded row (any architecture), the same loss"))
-    checkpoint_every_s: float = field(default=300.0, metadata=_help(
+    checkpoint_every_s: float = field(default=300.0, metadata=field_help(
         "seconds between step checkpoints (adapter, optimiser, scheduler, RNG, position) that --resume continues"))
-    checkpoint_every_steps: int | None = field(default=None, metadata=_help(
+    checkpoint_every_steps: int | None = field(default=None, metadata=field_help(
         "also checkpoint every N optimiser steps (None: by time only)"))
 
     def validate(self, where: str) -> None:
@@ -112,10 +110,11 @@ class Optimisation:
 class Scaling:
     """Ray Train's scaling: `num_workers: 0` runs the training function in the driver process."""
 
-    num_workers: int = field(default=0, metadata=_help("Ray Train workers; 0 runs in the driver process"))
-    use_gpu: bool = field(default=False, metadata=_help("one GPU per worker, bf16"))
-    accelerator_type: str | None = field(default=None, metadata=_help("Ray accelerator type, such as A100"))
-    resources_per_worker: dict[str, float] = field(default_factory=dict, metadata=_help("Ray resources per worker"))
+    num_workers: int = field(default=0, metadata=field_help("Ray Train workers; 0 runs in the driver process"))
+    use_gpu: bool = field(default=False, metadata=field_help("one GPU per worker, bf16"))
+    accelerator_type: str | None = field(default=None, metadata=field_help("Ray accelerator type, such as A100"))
+    resources_per_worker: dict[str, float] = field(default_factory=dict, metadata=field_help(
+        "Ray resources per worker"))
 
     def validate(self, where: str) -> None:
         if self.num_workers < 0:
@@ -136,12 +135,13 @@ class Scaling:
 class TrainConfig:
     """A whole training run: model, LoRA, data, optimisation, scaling and where results go."""
 
-    model: str | None = field(default=None, metadata=_help("model folder or hub id (None or default: SmolLM2-135M-Instruct)"))
-    output_dir: str = field(default="runs/adapter", metadata=_help("where the best adapter is written"))
-    context_turns: int = field(default=2, metadata=_help("previous turns in the prompt, as served"))
-    max_model_len: int = field(default=512, metadata=_help(
+    model: str | None = field(default=None, metadata=field_help(
+        "model folder or hub id (None or default: SmolLM2-135M-Instruct)"))
+    output_dir: str = field(default="runs/adapter", metadata=field_help("where the best adapter is written"))
+    context_turns: int = field(default=2, metadata=field_help("previous turns in the prompt, as served"))
+    max_model_len: int = field(default=512, metadata=field_help(
         "token budget of prompt + answer, as the engine's max_model_len; recorded with the adapter"))
-    objective: str = field(default="label_ce", metadata=_help(
+    objective: str = field(default="label_ce", metadata=field_help(
         "label_ce: cross-entropy over the label set's sequence likelihoods (what scoring serves); "
         "lm: the answer tokens' language-model loss"))
     lora: LoraSettings = LoraSettings()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from pipeline.config_fields import field_help
 from pipeline.errors import ConfigError
 
 DECODING_MODES = ("scoring", "choice")
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -42,26 +39,28 @@ class EngineConfig:
     instruction fills whole prefix-cache blocks).
     """
 
-    model: str | None = field(default=None, metadata=_help("model folder or hub id (default: SmolLM2-135M-Instruct)"))
-    adapters: dict[str, str] = field(default_factory=dict, metadata=_help(
+    model: str | None = field(default=None, metadata=field_help(
+        "model folder or hub id (default: SmolLM2-135M-Instruct)"))
+    adapters: dict[str, str] = field(default_factory=dict, metadata=field_help(
         "a PEFT LoRA adapter folder as NAME=PATH; repeat for several, the first is the default "
         "(default: the shipped adapter with the default model)"))
-    default_adapter: str | None = field(default=None, metadata=_help("the adapter a request naming none gets"))
-    enable_lora: bool = field(default=False, metadata=_help("allow adapters added while running"))
-    use_default_adapter: bool = field(default=True, metadata=_help("serve the shipped adapter with the default model"))
-    merge_default_adapter: bool = field(default=True, metadata=_help("on a CPU, serve the shipped adapter merged"))
-    decoding: str = field(default="scoring", metadata=_help(
+    default_adapter: str | None = field(default=None, metadata=field_help("the adapter a request naming none gets"))
+    enable_lora: bool = field(default=False, metadata=field_help("allow adapters added while running"))
+    use_default_adapter: bool = field(default=True, metadata=field_help(
+        "serve the shipped adapter with the default model"))
+    merge_default_adapter: bool = field(default=True, metadata=field_help("on a CPU, serve the shipped adapter merged"))
+    decoding: str = field(default="scoring", metadata=field_help(
         "scoring: one forward pass over the label tokens; choice: constrained generation"))
-    context_turns: int = field(default=2, metadata=_help("previous turns in the prompt"))
-    max_model_len: int = field(default=512, metadata=_help("context window in tokens: prompt and answer"))
-    max_lora_rank: int = field(default=16, metadata=_help("the largest LoRA rank served"))
+    context_turns: int = field(default=2, metadata=field_help("previous turns in the prompt"))
+    max_model_len: int = field(default=512, metadata=field_help("context window in tokens: prompt and answer"))
+    max_lora_rank: int = field(default=16, metadata=field_help("the largest LoRA rank served"))
     max_loras: int = 4
     dtype: str = "auto"
     enable_prefix_caching: bool = True
     sort_prompts: bool = True
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
-    kv_cache_gib: float = field(default=2.0, metadata=_help("CPU KV cache size in GiB"))
+    kv_cache_gib: float = field(default=2.0, metadata=field_help("CPU KV cache size in GiB"))
     block_size: int | None = None
     cpu_threads: str = "all"
     gpu_memory_utilization: float = 0.85

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.config_fields import field_help
 from pipeline.errors import ConfigError
 from pipeline.stream.config import DEFAULT_OUT_STREAM, check_redis_url, default_consumer, redis_url_field
 
 DEFAULT_ALERTS_STREAM = "dialoguellm:alerts"
 DEFAULT_ALERTS_GROUP = "dialoguellm-alerts"
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass(frozen=True)
@@ -25,19 +22,19 @@ class AlertsConfig:
     """
 
     redis_url: str = redis_url_field()
-    labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("labels in (serve's output stream)"))
-    alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=_help("alerts out"))
-    group: str = field(default=DEFAULT_ALERTS_GROUP, metadata=_help(
+    labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("labels in (serve's output stream)"))
+    alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=field_help("alerts out"))
+    group: str = field(default=DEFAULT_ALERTS_GROUP, metadata=field_help(
         "consumer group on the labels stream (consumers of one group share the work)"))
-    consumer: str = field(default_factory=default_consumer, metadata=_help(
+    consumer: str = field(default_factory=default_consumer, metadata=field_help(
         "this consumer's name in the group (default: HOST-PID)"))
-    batch_size: int = field(default=256, metadata=_help("labels read per call"))
-    reorder_wait_ms: int = field(default=3000, metadata=_help(
+    batch_size: int = field(default=256, metadata=field_help("labels read per call"))
+    reorder_wait_ms: int = field(default=3000, metadata=field_help(
         "how long a label waits for the turn before it (labels are applied in turn order)"))
-    claim_idle_ms: int = field(default=30_000, metadata=_help(
+    claim_idle_ms: int = field(default=30_000, metadata=field_help(
         "take over labels idle this long under another consumer (one that stopped)"))
-    claim_interval_ms: int = field(default=5_000, metadata=_help("how often to look for them"))
-    state_ttl_s: int = field(default=24 * 3600, metadata=_help(
+    claim_interval_ms: int = field(default=5_000, metadata=field_help("how often to look for them"))
+    state_ttl_s: int = field(default=24 * 3600, metadata=field_help(
         "how long a conversation's rule state outlives its last label"))
 
     @property

@@ -134,7 +134,7 @@ def _step(s: RuleState, rule: Rule, label: LabelView, score: float) -> str | Non
     if s.open:
         if high:
             s.below = 0
-            _add(s, label, score)
+            _add(s, label.turn_id, label.source_id, score)
             return None
         s.below += 1
         return "closed" if s.below >= rule.clear_after else None
@@ -146,14 +146,14 @@ def _step(s: RuleState, rule: Rule, label: LabelView, score: float) -> str | Non
         return None
     s.open, s.below, s.opened_at = True, 0, label.written_ms / 1000
     for turn_id, source_id, run_score in s.run:
-        _add(s, LabelView(turn_id, source_id, "", 0, {}), run_score)
+        _add(s, turn_id, source_id, run_score)
     s.run = []
     return "open"
 
 
-def _add(s: RuleState, label: LabelView, score: float) -> None:
-    s.turn_ids = (s.turn_ids + [label.turn_id])[-EPISODE_TURNS:]
-    s.source_ids = (s.source_ids + [label.source_id])[-EPISODE_TURNS:]
+def _add(s: RuleState, turn_id: int, source_id: str, score: float) -> None:
+    s.turn_ids = (s.turn_ids + [turn_id])[-EPISODE_TURNS:]
+    s.source_ids = (s.source_ids + [source_id])[-EPISODE_TURNS:]
     s.score = max(s.score, score)
 
 

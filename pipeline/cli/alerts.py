@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cli import flags
+from pipeline.cli.configs import ALERTS_FIELDS
 from pipeline.cli.preflight import preflight
 
 
 def alerts_flags(p: argparse.ArgumentParser) -> None:
     from pipeline.alerts.config import AlertsConfig
 
-    flags.field_flag(p, AlertsConfig, "redis_url", "--redis", metavar="URL")
+    flags.redis_flag(p)
     p.add_argument("--rules", required=True, metavar="FILE",
                    help="escalation rules (YAML; see the README's 'Alerts' section)")
     g = p.add_argument_group("streams")
-    for name in ("labels_stream", "alerts_stream", "group", "consumer", "batch_size", "reorder_wait_ms",
-                 "claim_idle_ms", "claim_interval_ms", "state_ttl_s"):
+    for name in ALERTS_FIELDS:
         flags.field_flag(g, AlertsConfig, name)
     p.add_argument("--log-format", choices=("json", "text"), default="json")
 

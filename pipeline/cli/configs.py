@@ -68,12 +68,28 @@ def stream_config(args: argparse.Namespace, **overrides: Any) -> Any:
     return StreamConfig(**fields)
 
 
+ALERTS_FIELDS = ("labels_stream", "alerts_stream", "group", "consumer", "batch_size", "reorder_wait_ms",
+                 "claim_idle_ms", "claim_interval_ms", "state_ttl_s")
+
+
 def alerts_config(args: argparse.Namespace) -> Any:
     from pipeline.alerts.config import AlertsConfig
 
-    return AlertsConfig(**_given(args, "redis_url", "labels_stream", "alerts_stream", "group", "consumer",
-                                 "batch_size", "reorder_wait_ms", "claim_idle_ms", "claim_interval_ms",
-                                 "state_ttl_s"))
+    return AlertsConfig(**_given(args, "redis_url", *ALERTS_FIELDS))
+
+
+WATCH_FIELDS = ("labels_stream", "alerts_stream", "host", "port", "token", "show_text", "window_min", "keep_turns")
+
+
+def watch_config(args: argparse.Namespace) -> Any:
+    """The `WatchConfig` (the token from $DIALOGUELLM_WATCH_TOKEN when not given)."""
+    import os
+
+    from pipeline.watch.config import TOKEN_ENV, WatchConfig
+
+    given = {name: getattr(args, name) for name in WATCH_FIELDS}
+    given["token"] = given["token"] or os.environ.get(TOKEN_ENV) or None
+    return WatchConfig(redis_url=args.redis_url, in_stream=args.text_stream, **given)
 
 
 def label_job(args: argparse.Namespace) -> Any:

@@ -25,6 +25,7 @@ class Checked:
     stream: Any = None
     alerts: Any = None
     rules: tuple = ()
+    watch: Any = None
 
 
 def preflight(args: argparse.Namespace, redis_keys: tuple[str, ...] = (), **stream_overrides: Any) -> Checked:
@@ -49,9 +50,13 @@ def preflight(args: argparse.Namespace, redis_keys: tuple[str, ...] = (), **stre
 
         alerts, rules = configs.alerts_config(args), load_rules(args.rules)
         redis_keys = (alerts.labels_stream, alerts.alerts_stream, alerts.dead_letter_stream, *redis_keys)
+    watch = None
+    if hasattr(args, "text_stream"):  # `watch`: its input-stream flag names only where texts are
+        watch = configs.watch_config(args)
+        redis_keys = (watch.labels_stream, watch.alerts_stream, *redis_keys)
     url = stream.redis_url if stream else getattr(args, "redis_url", None)
     if redis_keys and url:
         from pipeline.stream.redis_checks import check_streams, connect
 
         check_streams(connect(url), redis_keys, url)
-    return Checked(engine, pool, video, stream, alerts, rules)
+    return Checked(engine, pool, video, stream, alerts, rules, watch)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.config_fields import field_help
 from pipeline.errors import ConfigError
 from pipeline.stream.redis_checks import redact
 
@@ -16,13 +17,9 @@ DEFAULT_GROUP = "dialoguellm"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
 def redis_url_field() -> Any:
     """The `redis_url` field every Redis-using config declares: one default, one help text."""
-    return field(default="redis://127.0.0.1:6379/0", metadata=_help(
+    return field(default="redis://127.0.0.1:6379/0", metadata=field_help(
         "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
 
 
@@ -48,21 +45,26 @@ class StreamConfig:
     """
 
     redis_url: str = redis_url_field()
-    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=_help("turns in"))
-    out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("labels out"))
-    dead_stream: str | None = field(default=None, metadata=_help("dead letters (default: IN_STREAM:dead)"))
-    group: str = field(default=DEFAULT_GROUP, metadata=_help("consumer group"))
-    consumer: str = field(default_factory=default_consumer, metadata=_help("this worker's name in the group (default: HOST-PID)"))
-    batch_size: int = field(default=32, metadata=_help("entries per micro-batch"))
-    batch_wait_ms: int = field(default=50, metadata=_help("how long a micro-batch waits to fill after its first entry"))
-    claim_idle_ms: int = field(default=60_000, metadata=_help("take over entries idle this long under another consumer"))
-    claim_interval_ms: int = field(default=5_000, metadata=_help("how often to look for them"))
-    max_deliveries: int = field(default=3, metadata=_help("attempts before an entry goes to the dead-letter stream"))
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help("turns in"))
+    out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("labels out"))
+    dead_stream: str | None = field(default=None, metadata=field_help("dead letters (default: IN_STREAM:dead)"))
+    group: str = field(default=DEFAULT_GROUP, metadata=field_help("consumer group"))
+    consumer: str = field(default_factory=default_consumer, metadata=field_help(
+        "this worker's name in the group (default: HOST-PID)"))
+    batch_size: int = field(default=32, metadata=field_help("entries per micro-batch"))
+    batch_wait_ms: int = field(default=50, metadata=field_help(
+        "how long a micro-batch waits to fill after its first entry"))
+    claim_idle_ms: int = field(default=60_000, metadata=field_help(
+        "take over entries idle this long under another consumer"))
+    claim_interval_ms: int = field(default=5_000, metadata=field_help("how often to look for them"))
+    max_deliveries: int = field(default=3, metadata=field_help(
+        "attempts before an entry goes to the dead-letter stream"))
     max_inflight_per_engine: int = 2
-    max_text_chars: int = field(default=2000, metadata=_help("longer texts are dead-lettered"))
+    max_text_chars: int = field(default=2000, metadata=field_help("longer texts are dead-lettered"))
     context_turns: int = 2
     context_keep: int = 16
-    context_ttl_s: int = field(default=24 * 3600, metadata=_help("how long a conversation's context outlives its last turn"))
+    context_ttl_s: int = field(default=24 * 3600, metadata=field_help(
+        "how long a conversation's context outlives its last turn"))
     done_ttl_s: int = 7 * 24 * 3600
     metrics_port: int | None = None
 

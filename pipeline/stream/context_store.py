@@ -22,6 +22,11 @@ from pipeline.turns import Turn
 from pipeline.wire import TurnMessage
 
 
+def context_key(prefix: str, conversation_id: str) -> str:
+    """The hash holding a conversation's turns (readers such as `watch` use it too)."""
+    return f"{prefix}:ctx:{conversation_id}"
+
+
 class ContextStore:
     """Writes turns as they are read and gives back the up to `z` turns before each."""
 
@@ -29,7 +34,7 @@ class ContextStore:
         self.redis, self.prefix, self.z, self.keep, self.ttl_s = redis, prefix, z, keep, ttl_s
 
     def key(self, conversation_id: str) -> str:
-        return f"{self.prefix}:ctx:{conversation_id}"
+        return context_key(self.prefix, conversation_id)
 
     async def remember(self, turns: Sequence[TurnMessage]) -> None:
         """Store `turns` (one round trip, idempotent: a redelivered turn writes the same value)."""

@@ -21,10 +21,11 @@ class RedisRetry:
     Gives up (None) only once `stop` is set, and only for calls given a `stop` (reads: what was
     not read stays in Redis). NOGROUP (the stream or group deleted under the consumer) recreates
     the group with `ensure_group`; other reply errors (WRONGTYPE, OOM, NOPERM) are logged with
-    their cause and counted by `count_error`.
+    their cause and counted by `count_error`. A reader outside any group (`ensure_group` None)
+    only retries.
     """
 
-    def __init__(self, ensure_group: Callable[[], Awaitable[Any]], stream: str, group: str,
+    def __init__(self, ensure_group: Callable[[], Awaitable[Any]] | None, stream: str, group: str | None,
                  count_error: Callable[[], Any], log: logging.Logger) -> None:
         self.ensure_group, self.stream, self.group = ensure_group, stream, group
         self.count_error, self.log = count_error, log
@@ -42,7 +43,7 @@ class RedisRetry:
                                                                        "retry_in_s": delay})
             except ResponseError as e:
                 self.count_error()
-                if str(e).startswith("NOGROUP"):
+                if self.ensure_group is not None and str(e).startswith("NOGROUP"):
                     self.log.warning("consumer group missing, recreating it",
                                      extra={"stream": self.stream, "group": self.group})
                     await self(self.ensure_group, stop)

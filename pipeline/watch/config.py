@@ -7,14 +7,11 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.alerts.config import DEFAULT_ALERTS_STREAM
+from pipeline.config_fields import field_help
 from pipeline.errors import ConfigError
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, check_redis_url, redis_url_field
 
 TOKEN_ENV = "DIALOGUELLM_WATCH_TOKEN"
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 def is_loopback(host: str) -> bool:
@@ -36,19 +33,21 @@ class WatchConfig:
     """
 
     redis_url: str = redis_url_field()
-    labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=_help("the labels stream to show"))
-    alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=_help("the alerts stream (absent: no alerts)"))
-    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=_help(
+    labels_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("the labels stream to show"))
+    alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=field_help(
+        "the alerts stream (absent: no alerts)"))
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help(
         "the input stream whose context store (IN_STREAM:ctx:ID) holds the texts shown with --show-text"))
-    host: str = field(default="127.0.0.1", metadata=_help("address to bind; any but loopback needs --token"))
-    port: int = field(default=8765, metadata=_help("port to bind (0: any free port)"))
-    token: str | None = field(default=None, metadata=_help(
+    host: str = field(default="127.0.0.1", metadata=field_help("address to bind; any but loopback needs --token"))
+    port: int = field(default=8765, metadata=field_help("port to bind (0: any free port)"))
+    token: str | None = field(default=None, metadata=field_help(
         f"the page's access token (default: ${TOKEN_ENV}); sent as 'Authorization: Bearer T' or opened once "
         "as /?token=T, which sets a cookie"))
-    show_text: bool = field(default=False, metadata=_help(
+    show_text: bool = field(default=False, metadata=field_help(
         "show the utterances (from the context store) in a conversation's view (default: off, labels only)"))
-    window_min: float = field(default=30.0, metadata=_help("list conversations with a label in the last N minutes"))
-    keep_turns: int = field(default=100, metadata=_help("turns kept per conversation (the latest by turn id)"))
+    window_min: float = field(default=30.0, metadata=field_help(
+        "list conversations with a label in the last N minutes"))
+    keep_turns: int = field(default=100, metadata=field_help("turns kept per conversation (the latest by turn id)"))
 
     @property
     def window_ms(self) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 
 import msgpack
 
-from pipeline.stream.context_store import ContextStore
-from pipeline.stream.redis_checks import describe_error
+from pipeline.stream.context_store import context_key
+from pipeline.stream.redis_retry import RedisRetry
 from pipeline.watch.board import Board, EntryId, detail, format_entry_id, parse_entry_id, summary
 from pipeline.watch.config import WatchConfig
 from pipeline.wire import AlertMessage, LabelMessage, as_text
@@ -31,7 +31,6 @@ log = logging.getLogger("dialoguellm.watch")
 READ_COUNT = 1000
 BLOCK_MS = 1000  # also how often conversations past the window are dropped
 QUEUE_SIZE = 256
-BACKOFF_S = (0.05, 5.0)
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Feed:
         self.positions: dict[str, str] = {}
         self.subscribers: set[asyncio.Queue[Change | None]] = set()
         self.skipped = 0
-        self._texts = ContextStore(redis, config.in_stream, 0, 0, 0)  # for its key names only
+        self._retry = RedisRetry(None, config.labels_stream, None, lambda: None, log)
 
     async def load(self) -> None:
         """The window's entries of both streams (XRANGE, in chunks)."""
@@ -67,19 +66,9 @@ class Feed:
 
     async def run(self) -> None:
         """Follow both streams (XREAD) until cancelled; Redis errors are logged and retried."""
-        delay = BACKOFF_S[0]
         while True:
-            try:
-                reply = await self.redis.xread(self.positions, count=READ_COUNT, block=BLOCK_MS)
-                delay = BACKOFF_S[0]
-            except Exception as e:  # redis raises its own and OS errors; the page keeps what it has
-                if not type(e).__module__.startswith("redis.") and not isinstance(e, OSError):
-                    raise
-                log.warning("redis read failed; retrying in %.2f s: %s", delay,
-                            describe_error(e, self.config.redis_url))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_S[1])
-                continue
+            reply = await self._retry(
+                lambda: self.redis.xread(self.positions, count=READ_COUNT, block=BLOCK_MS))
             changed: set[str] = set()
             for stream, entries in reply or ():
                 stream = as_text(stream)
@@ -113,7 +102,7 @@ class Feed:
             return None
         texts = None
         if self.config.show_text:
-            stored = await self.redis.hgetall(self._texts.key(conversation_id))
+            stored = await self.redis.hgetall(context_key(self.config.in_stream, conversation_id))
             texts = {int(k): msgpack.unpackb(v, raw=False) for k, v in stored.items()}
         return detail(conv, texts)
 
