@@ -16,7 +16,7 @@ CORE = ["pipeline.turns", "pipeline.labels", "pipeline.prompts", "pipeline.promp
         "workers.engine_pool", "workers.engine_actor", "pipeline.context",
         "pipeline.calibration", "training.config", "training.objectives", "training.batching",
         "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model",
-        "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config",
+        "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config", "pipeline.config_fields",
         "pipeline.watch.negative", "pipeline.watch.board", "pipeline.watch.config"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
