@@ -3,7 +3,7 @@ PROFILE ?= cpu
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: install demo test bench validate clean
+.PHONY: install demo test lint bench validate clean
 
 install: $(STAMP)
 
@@ -16,7 +16,11 @@ demo: $(STAMP)
 	$(VENV)/bin/dialoguellm demo --watch
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -x -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 validate: $(STAMP)
 	$(PY) deploy/validate/validate.py

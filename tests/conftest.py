@@ -10,8 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pipeline.datasets import resolve_data_root  # noqa: E402
-from pipeline.labels import LABEL_SETS, LabelSet  # noqa: E402
+from pipeline.core.datasets import resolve_data_root  # noqa: E402
+from pipeline.core.labels import LABEL_SETS, LabelSet  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS_URL = os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0")

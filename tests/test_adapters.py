@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.errors import AdapterError
+from pipeline.core.errors import AdapterError
 from workers.adapters import check_adapter
 
 
@@ -50,9 +50,9 @@ def test_merged_model_computes_what_the_adapter_computes(tmp_path, tiny_model, t
 
     import torch
     from peft import PeftModel
+    from tiny_model import build_lora_adapter
     from transformers import AutoModelForCausalLM
 
-    from tiny_model import build_lora_adapter
     from workers.merged_model import merged_model_dir
 
     monkeypatch.setenv("DIALOGUELLM_HOME", str(tmp_path / "home"))

@@ -13,14 +13,14 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import REDIS_URL  # noqa: E402
 
 from pipeline.alerts.config import AlertsConfig
 from pipeline.alerts.episodes import ConversationState, LabelView, apply
 from pipeline.alerts.rules import parse_rules
-from pipeline.errors import ConfigError
-from pipeline.wire import AlertMessage, LabelMessage
+from pipeline.core.errors import ConfigError
+from pipeline.core.wire import AlertMessage, LabelMessage
 
-from conftest import REDIS_URL  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 RULE = {"name": "customer-upset", "labels": ["anger", "disgust", "sadness"], "threshold": 0.6, "turns": 3,
         "speaker": "(?i)^customer$", "clear_after": 2}

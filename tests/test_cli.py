@@ -77,7 +77,7 @@ def test_eval_writes_report_and_plot(run_cli, tmp_path, tiny_model, tiny_adapter
     ("redis://127.0.0.1:1/0", "redis: embedded server at unix://"),  # a fresh machine: nothing answers
 ])
 def test_demo_streams_a_conversation_through_the_worker(run_cli, tiny_model, data_root, redis_url, redis_line):
-    from pipeline.datasets import load_dataset
+    from pipeline.core.datasets import load_dataset
 
     conv = {c.conversation_id: c for c in load_dataset("meld", "test", data_root)}["1"]
     result = run_cli("demo", "--conversation", "1", "--model", str(tiny_model), "--max-model-len", "256",

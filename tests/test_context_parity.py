@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from pipeline.context import context_ids, select_context
+from pipeline.core.context import context_ids, select_context
 
 GAPPED = ("93", "108")  # MELD test dialogues whose Utterance_IDs skip numbers
 
@@ -22,7 +22,7 @@ def test_the_rule_takes_ids_before_the_turn():
 
 @pytest.fixture(scope="module")
 def gapped(data_root):
-    from pipeline.datasets import load_dataset
+    from pipeline.core.datasets import load_dataset
 
     conversations = [c for c in load_dataset("meld", "test", data_root / "MELD" / "test_sent_emo.csv")
                      if c.conversation_id in GAPPED]
@@ -35,13 +35,13 @@ def gapped(data_root):
 
 @pytest.fixture(scope="module")
 def prompter(tiny_model):
-    from pipeline.prompter import Prompter
+    from pipeline.core.prompter import Prompter
 
     return Prompter.from_model(str(tiny_model), context_turns=3, max_model_len=512)
 
 
 def _eval_prompts(conversations, prompter):
-    from pipeline.evaluation import label_requests
+    from pipeline.core.evaluation import label_requests
 
     return _keyed(label_requests(conversations, prompter.context_turns), prompter)
 
@@ -64,9 +64,9 @@ def _training_prompts(conversations, prompter, data_root):
 
 def _stream_prompts(conversations, prompter):
     redis = pytest.importorskip("redis.asyncio")
-    from pipeline.predictions import LabelRequest
+    from pipeline.core.predictions import LabelRequest
+    from pipeline.core.wire import TurnMessage
     from pipeline.stream.context_store import ContextStore
-    from pipeline.wire import TurnMessage
 
     async def run():
         client = redis.Redis.from_url(os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0"))
@@ -91,7 +91,7 @@ def _batch_prompts(data_root, prompter):
     import pandas as pd
 
     from pipeline.labelling.manifest import add_context, normalise
-    from workers.batch_stages import label_requests
+    from pipeline.labelling.stages import label_requests
 
     path = data_root / "MELD" / "test_sent_emo.csv"
     table = pd.read_csv(path)

@@ -7,16 +7,16 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-CORE = ["pipeline.turns", "pipeline.labels", "pipeline.prompts", "pipeline.prompter", "pipeline.metrics",
-        "pipeline.label_trie", "pipeline.datasets", "pipeline.evaluation", "pipeline.predictions",
+CORE = ["pipeline.core.turns", "pipeline.core.labels", "pipeline.core.prompts", "pipeline.core.prompter", "pipeline.core.metrics",
+        "pipeline.core.label_trie", "pipeline.core.datasets", "pipeline.core.evaluation", "pipeline.core.predictions",
         "pipeline.cli", "pipeline.cli.flags", "pipeline.cli.configs", "pipeline.cli.preflight",
         "workers.engine_config", "workers.adapters", "pipeline.stream.redis_checks", "pipeline.stream.demo",
-        "pipeline.wire", "pipeline.logs", "pipeline.stream.ack_policy", "pipeline.stream.config",
+        "pipeline.core.wire", "pipeline.core.logs", "pipeline.stream.ack_policy", "pipeline.stream.config",
         "pipeline.stream.context_store", "pipeline.stream.stream_io", "pipeline.stream.client",
-        "workers.engine_pool", "workers.engine_actor", "pipeline.context",
-        "pipeline.calibration", "training.config", "training.objectives", "training.batching",
+        "workers.engine_pool", "workers.engine_actor", "pipeline.core.context",
+        "pipeline.core.calibration", "training.config", "training.objectives", "training.batching",
         "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model",
-        "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config", "pipeline.config_fields",
+        "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config", "pipeline.core.config_fields",
         "pipeline.watch.negative", "pipeline.watch.board", "pipeline.watch.config"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
@@ -39,8 +39,8 @@ def test_core_imports_when_heavy_packages_are_missing():
         f"        if name.split('.')[0] in {HEAVY!r}: raise ImportError('blocked ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         f"for m in {CORE!r}: __import__(m)\n"
-        "from pipeline.prompts import PromptBuilder\nfrom pipeline.labels import get_label_set\n"
-        "from pipeline.turns import Turn\n"
+        "from pipeline.core.prompts import PromptBuilder\nfrom pipeline.core.labels import get_label_set\n"
+        "from pipeline.core.turns import Turn\n"
         "print(PromptBuilder(get_label_set('meld')).build(Turn('c', 0, 'A', 'hi')).splitlines()[-1])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -74,20 +74,50 @@ def _import_graph() -> dict[str, set[str]]:
     return graph
 
 
-def _layer(module: str) -> str:
-    if module.startswith("pipeline.cli"):
-        return "commands"
-    if module.startswith(("workers", "training", "pipeline.stream", "pipeline.labelling", "pipeline.benchmarks",
-                          "pipeline.alerts", "pipeline.watch")):
-        return "flows"
-    return "core"
+# Each layer imports only from itself and the layers before it; the folders show which is which.
+LAYERS = (
+    ("core", ("pipeline.core", "pipeline")),
+    ("workers", ("workers",)),
+    ("training", ("training",)),
+    ("flows", ("pipeline.stream", "pipeline.labelling", "pipeline.alerts", "pipeline.watch")),
+    ("commands", ("pipeline.cli", "pipeline.benchmarks")),
+)
 
 
-def test_imports_go_one_way_core_then_workers_and_training_then_commands():
-    order = {"core": 0, "flows": 1, "commands": 2}
-    wrong = [f"{m} -> {d}" for m, deps in _import_graph().items() for d in deps
-             if order[_layer(d)] > order[_layer(m)]]
-    assert wrong == []
+def _layer(module: str) -> int:
+    """The index in LAYERS of the layer `module` belongs to (the longest matching package wins)."""
+    best, rank = -1, 0
+    for i, (_, packages) in enumerate(LAYERS):
+        for p in packages:
+            if (module == p or module.startswith(p + ".")) and len(p) > best:
+                best, rank = len(p), i
+    return rank
+
+
+def back_up_imports(graph: dict[str, set[str]]) -> list[str]:
+    """`module (layer) -> dependency (layer)` for every import of a later layer."""
+    return [f"{m} ({LAYERS[_layer(m)][0]}) -> {d} ({LAYERS[_layer(d)][0]})"
+            for m, deps in sorted(graph.items()) for d in sorted(deps) if _layer(d) > _layer(m)]
+
+
+def test_every_module_is_in_a_named_layer():
+    assert {LAYERS[_layer(m)][0] for m in _import_graph()} == {name for name, _ in LAYERS}
+    assert LAYERS[_layer("pipeline.core.wire")][0] == "core"
+    assert LAYERS[_layer("pipeline.stream.worker")][0] == "flows"
+
+
+def test_imports_go_one_way_core_workers_training_flows_commands():
+    assert back_up_imports(_import_graph()) == []
+
+
+def test_a_planted_back_up_import_is_named():
+    graph = _import_graph()
+    graph["workers.engine"] = graph["workers.engine"] | {"pipeline.labelling.manifest"}
+    graph["pipeline.core.prompts"] = graph["pipeline.core.prompts"] | {"workers.engine"}
+    assert back_up_imports(graph) == [
+        "pipeline.core.prompts (core) -> workers.engine (workers)",
+        "workers.engine (workers) -> pipeline.labelling.manifest (flows)",
+    ]
 
 
 def test_no_import_cycles():

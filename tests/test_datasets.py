@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import load_dataset, resolve_data_root
-from pipeline.errors import DataError
-from pipeline.labels import get_label_set
+from pipeline.core.datasets import load_dataset, resolve_data_root
+from pipeline.core.errors import DataError
+from pipeline.core.labels import get_label_set
 
 HERE = Path(__file__).parent / "data"
 

@@ -3,11 +3,11 @@
 import math
 
 import pytest
-
 from conftest import SHARED_PREFIX
-from pipeline.errors import AdapterError
-from pipeline.predictions import LabelRequest
-from pipeline.turns import Turn
+
+from pipeline.core.errors import AdapterError
+from pipeline.core.predictions import LabelRequest
+from pipeline.core.turns import Turn
 
 pytestmark = pytest.mark.engine
 
@@ -110,7 +110,7 @@ def test_an_adapters_temperature_calibrates_its_probabilities_and_a_budget_misma
         engine, tiny_adapter, tmp_path, caplog):
     import shutil
 
-    from pipeline.calibration import apply_temperature
+    from pipeline.core.calibration import apply_temperature
     from workers.adapters import AdapterMeta, write_adapter_meta
 
     folder = tmp_path / "calibrated"

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,9 +18,9 @@ def _setup(tiny_model, data_root, label_set, split, seed=3):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.datasets import load_dataset
-    from pipeline.evaluation import label_requests
-    from pipeline.prompter import Prompter
+    from pipeline.core.datasets import load_dataset
+    from pipeline.core.evaluation import label_requests
+    from pipeline.core.prompter import Prompter
     from training.examples import encode_examples
 
     torch.manual_seed(seed)
@@ -81,8 +80,8 @@ def test_label_ce_is_what_the_engine_serves(engine, tiny_model, tiny_adapter, la
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from pipeline.predictions import LabelRequest
-    from pipeline.turns import Turn
+    from pipeline.core.predictions import LabelRequest
+    from pipeline.core.turns import Turn
     from training.objectives import Example
     from training.steps import make_batch_loss
 

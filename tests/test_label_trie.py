@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from pipeline.label_trie import LabelTrie
+from pipeline.core.label_trie import LabelTrie
 
 
 def test_single_token_labels_need_one_query():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.errors import DataError
+from pipeline.core.errors import DataError
 from pipeline.labelling.manifest import add_context, normalise, read_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_a_file_cut_short_is_removed_and_its_rows_redone(tmp_path, capsys):
 
 
 def test_a_folder_this_job_did_not_write_is_refused(tmp_path):
-    from pipeline.errors import DataError
+    from pipeline.core.errors import DataError
     from pipeline.labelling.job import done_rows
 
     out = tmp_path / "results.parquet"

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.errors import DataError
-from pipeline.labels import LABEL_SETS, LabelSet, get_label_set
+from pipeline.core.errors import DataError
+from pipeline.core.labels import LABEL_SETS, LabelSet, get_label_set
 
 
 def test_each_dataset_declares_its_label_set():

@@ -1,7 +1,7 @@
 import pytest
 
-from pipeline.labels import LabelSet
-from pipeline.metrics import classification_report, format_report
+from pipeline.core.labels import LabelSet
+from pipeline.core.metrics import classification_report, format_report
 
 LABELS = LabelSet("t", ("neutral", "joy", "anger"))
 

@@ -2,11 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.datasets import load_dataset
-from pipeline.errors import ConfigError, PromptTooLongError
-from pipeline.labels import get_label_set
-from pipeline.prompts import PromptBuilder, PromptConfig, pick_demonstrations
-from pipeline.turns import Conversation, Turn
+from pipeline.core.datasets import load_dataset
+from pipeline.core.errors import ConfigError, PromptTooLongError
+from pipeline.core.labels import get_label_set
+from pipeline.core.prompts import PromptBuilder, PromptConfig, pick_demonstrations
+from pipeline.core.turns import Conversation, Turn
 
 GOLDEN = Path(__file__).parent / "golden"
 DATA = Path(__file__).parent / "data"

@@ -18,14 +18,15 @@ from collections import Counter
 import msgpack
 import pytest
 
+from pipeline.core.turns import VideoSegment
+from pipeline.core.wire import PAYLOAD, DeadLetter, LabelMessage, TurnMessage
 from pipeline.stream.client import delete_keys, push_turn, read_labels
 from pipeline.stream.config import StreamConfig
-from pipeline.turns import VideoSegment
-from pipeline.wire import PAYLOAD, DeadLetter, LabelMessage, TurnMessage
 
 redis = pytest.importorskip("redis")
 
 from conftest import REDIS_URL  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.engine
 
@@ -117,7 +118,7 @@ def push_many(r, stream: str, messages: list) -> list[str]:
 
 
 def meld_messages(data_root, n: int, turns_per_conversation: int = 10) -> list[TurnMessage]:
-    from pipeline.datasets import load_dataset
+    from pipeline.core.datasets import load_dataset
 
     texts = [t for c in load_dataset("meld", "test", data_root) for t in c.turns]
     return [TurnMessage(f"c{i // turns_per_conversation}", i % turns_per_conversation, texts[i % len(texts)].speaker,
@@ -356,7 +357,7 @@ def test_push_and_tail_on_the_command_line(r, prefix, pool, run_cli):
     assert tailed.returncode == 0, tailed.stderr
     import json
 
-    from pipeline.datasets import load_file
+    from pipeline.core.datasets import load_file
 
     rows = [json.loads(line) for line in tailed.stdout.splitlines()]
     expected = {(c.conversation_id, t.turn_id) for c in load_file("tests/data/conversations.jsonl") for t in c.turns}
@@ -389,7 +390,7 @@ def video_pool(pool):
 def test_turns_with_video_are_described_and_a_broken_video_still_labelled(r, prefix, pool, video_pool, tmp_path):
     from skimage import data
 
-    from pipeline.description_cache import cache_key
+    from pipeline.core.description_cache import cache_key
     from pipeline.stream.runner import BackgroundWorker
     from workers.video.synthetic import make_video
 

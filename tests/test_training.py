@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_cli_reports_a_bad_config_in_one_line(run_cli, tmp_path):
 def test_training_and_serving_prompts_are_byte_identical(engine, tiny_model, tmp_path):
     from transformers import AutoTokenizer
 
-    from pipeline.prompter import Prompter
+    from pipeline.core.prompter import Prompter
     from training.examples import encode_examples, requests_from
     from training.objectives import example_rows
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError, VideoError
-from pipeline.turns import VideoSegment
+from pipeline.core.errors import ConfigError, VideoError
+from pipeline.core.turns import VideoSegment
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.synthetic import make_video, truncate
 
@@ -171,8 +171,8 @@ def test_the_cpu_describer_opens_no_network_connection(astronaut_video):
 
 
 def test_description_caches_key_on_content_bounds_and_describer(tmp_path, astronaut_video):
-    from pipeline.description_cache import DiskDescriptionCache, cache_key
-    from pipeline.descriptions import Description
+    from pipeline.core.description_cache import DiskDescriptionCache, cache_key
+    from pipeline.core.descriptions import Description
 
     copy = Path(shutil.copy(astronaut_video, tmp_path / "clip.mp4"))
     segment = VideoSegment(str(copy), 0.0, 1.0)

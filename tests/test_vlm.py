@@ -20,7 +20,7 @@ SCRIPT = """
 import gc, json, sys
 from pathlib import Path
 from tiny_vlm import build_tiny_qwen2_vl, qwen2_vl_without_torchvision
-from pipeline.turns import VideoSegment
+from pipeline.core.turns import VideoSegment
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.describers.vlm import VLMConfig, VLMDescriber
 from workers.video.synthetic import make_video

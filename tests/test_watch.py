@@ -7,8 +7,8 @@ Every test uses streams of its own (`test:watch:<random>:*`) and deletes its key
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import socket
 import time
 import uuid
@@ -17,18 +17,19 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from pipeline.errors import ConfigError
-from pipeline.labels import LABEL_SETS
+from pipeline.core.errors import ConfigError
+from pipeline.core.labels import LABEL_SETS
+from pipeline.core.wire import AlertMessage, LabelMessage
 from pipeline.watch.board import Board, parse_entry_id, summary
 from pipeline.watch.config import WatchConfig
 from pipeline.watch.negative import NEGATIVE_LABELS, negative_score
 from pipeline.watch.server import WatchServer
-from pipeline.wire import AlertMessage, LabelMessage
 
 redis = pytest.importorskip("redis")
 httpx = pytest.importorskip("httpx")
 
 from conftest import REDIS_URL  # noqa: E402
+
 MELD = LABEL_SETS["meld"].labels
 TOKEN = "test-token-0123456789abcdef"
 XSS = "<img src=x onerror=alert(1)>"
@@ -458,7 +459,7 @@ def test_screenshot_of_a_realistic_board(r, streams, serve, browser, data_root, 
     DIALOGUELLM_SCREENSHOT=reports/watch.png writes it there (the README's picture)."""
     import random
 
-    from pipeline.datasets import load_dataset
+    from pipeline.core.datasets import load_dataset
 
     rng = random.Random(7)
     conversations = [c for c in load_dataset("meld", "test", data_root) if 6 <= len(c.turns) <= 14][:8]

@@ -3,11 +3,19 @@
 import msgpack
 import pytest
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.core.turns import VideoSegment
+from pipeline.core.wire import (
+    PAYLOAD,
+    DeadLetter,
+    LabelMessage,
+    MalformedMessage,
+    TurnMessage,
+    TurnSchema,
+    original_payload,
+)
 from pipeline.stream.ack_policy import AckPolicy, Action
 from pipeline.stream.config import StreamConfig
-from pipeline.turns import VideoSegment
-from pipeline.wire import PAYLOAD, DeadLetter, LabelMessage, MalformedMessage, TurnMessage, TurnSchema, original_payload
 
 SCHEMA = TurnSchema(max_text_chars=20, adapters=["tiny", "base"])
 GOOD = {"conversation_id": "c1", "turn_id": 3, "speaker": "Ann", "text": "Hello there"}
@@ -103,7 +111,7 @@ def test_structured_logs_carry_the_event_fields_only():
     import json
     import logging
 
-    from pipeline.logs import JsonFormatter
+    from pipeline.core.logs import JsonFormatter
 
     record = logging.LogRecord("dialoguellm.stream", logging.WARNING, __file__, 1, "dead-lettered", None, None)
     record.source_id, record.error, record._ray_timestamp_ns = "1-0", "text is empty", 123

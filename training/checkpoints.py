@@ -59,7 +59,7 @@ def load_step_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: An
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     folder = Path(folder)
     if not (folder / POSITION_FILE).is_file():

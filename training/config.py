@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config_fields import field_help
-from pipeline.errors import ConfigError
+from pipeline.core.config_fields import field_help
+from pipeline.core.errors import ConfigError
 
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 
@@ -55,7 +55,7 @@ class DataSource:
     limit: int | None = field(default=None, metadata=field_help("take the first N labelled turns only"))
 
     def validate(self, where: str) -> None:
-        from pipeline.datasets import DATASETS, SPLITS, resolve_data_root
+        from pipeline.core.datasets import DATASETS, SPLITS, resolve_data_root
 
         if self.dataset not in DATASETS:
             raise ConfigError(f"{where}.dataset: unknown dataset {self.dataset!r} (known: {', '.join(DATASETS)})")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pipeline.datasets import load_dataset
-from pipeline.errors import PromptTooLongError
-from pipeline.evaluation import label_requests
-from pipeline.predictions import LabelRequest
-from pipeline.prompter import Prompter
+from pipeline.core.datasets import load_dataset
+from pipeline.core.errors import PromptTooLongError
+from pipeline.core.evaluation import label_requests
+from pipeline.core.predictions import LabelRequest
+from pipeline.core.prompter import Prompter
 from training.config import DataSource
 from training.objectives import Example
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 from training.config import TrainConfig
 
 CONFIG_FILE = "dialoguellm_train_config.json"
@@ -50,7 +50,7 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
-    from pipeline.prompter import Prompter
+    from pipeline.core.prompter import Prompter
     from training.batching import plan_epoch
     from training.checkpoints import Position, load_step_checkpoint, save_step_checkpoint
     from training.examples import encode_examples, requests_from
@@ -187,9 +187,9 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
                  batch_size: int = 32) -> tuple[dict[str, Any], dict[str, float]]:
     """Dev weighted-F1 per label set (and their mean) from the served probabilities, and the
     temperature per label set that calibrates them."""
-    from pipeline.calibration import expected_calibration_error, fit_temperature
-    from pipeline.labels import get_label_set
-    from pipeline.metrics import classification_report
+    from pipeline.core.calibration import expected_calibration_error, fit_temperature
+    from pipeline.core.labels import get_label_set
+    from pipeline.core.metrics import classification_report
     from training.batching import plan_epoch
 
     dev_step.model.eval()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.prompter import LabelSpace
+from pipeline.core.prompter import LabelSpace
 
 OBJECTIVES = ("lm", "label_ce")
 
@@ -87,12 +87,12 @@ def label_log_scores(logprobs: Any, examples: Sequence[Example], spaces: Sequenc
     width = max(len(space.labels) for space in spaces)
     for e, (example, space) in enumerate(zip(examples, spaces, strict=True)):
         head_of = {node: base + j for j, node in enumerate(space.trie.query_points)}
-        for l, label in enumerate(space.labels):
+        for k, label in enumerate(space.labels):
             ids = space.trie.label_tokens[label]
             for depth in range(len(ids)):
                 rows.append(head_of[ids[:depth]])
                 tokens.append(ids[depth])
-                slots.append(e * width + l)
+                slots.append(e * width + k)
         gold.append(space.labels.index(example.label) if example.label in space.labels else -100)
         base += len(space.trie.query_points)
     device = logprobs.device

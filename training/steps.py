@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.prompter import LabelSpace
+from pipeline.core.prompter import LabelSpace
 from training.objectives import Example, Row, example_rows, label_log_scores, objective_loss
 
 STEP_KINDS = ("fast", "plain")

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DialogueLLMError
-from training.config import TrainConfig, load_config
+from pipeline.core.errors import DialogueLLMError
 from training.checkpoints import POSITION_FILE, STATE_FILE
+from training.config import TrainConfig, load_config
 from training.loop import CONFIG_FILE, METRICS_FILE, train_loop
 
 BEST_METRIC = "dev_weighted_f1"

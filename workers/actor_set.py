@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from pipeline.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError
 
 log = logging.getLogger("dialoguellm.actors")
 PROBE_INTERVAL_S = 1.0

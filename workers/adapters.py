@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.errors import AdapterError
+from pipeline.core.errors import AdapterError
 
 BASE_MODEL = "base"
 """The reserved adapter name that asks for the base model without any adapter."""

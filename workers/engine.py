@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.calibration import apply_temperature
-from pipeline.errors import AdapterError, DialogueLLMError
-from pipeline.predictions import LabelRequest, Prediction
-from pipeline.prompter import Prompter
+from pipeline.core.calibration import apply_temperature
+from pipeline.core.errors import AdapterError, DialogueLLMError
+from pipeline.core.predictions import LabelRequest, Prediction
+from pipeline.core.prompter import Prompter
 from workers.adapters import BASE_MODEL, AdapterInfo, check_adapter
 from workers.cpu_threads import bind_cpu_threads
 from workers.decoding import ScoringItem, get_mode
@@ -72,7 +72,7 @@ class EmotionEngine:
 
     def warm_up(self) -> None:
         """Label one throwaway turn, so the first real batch does not pay for lazy initialisation."""
-        from pipeline.turns import Turn
+        from pipeline.core.turns import Turn
 
         self.predict([LabelRequest(Turn("warm-up", 0, "A", "Hello."))])
         self.stats.reset()

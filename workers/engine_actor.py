@@ -11,8 +11,8 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from pipeline.errors import DialogueLLMError
-from pipeline.predictions import LabelRequest, Prediction
+from pipeline.core.errors import DialogueLLMError
+from pipeline.core.predictions import LabelRequest, Prediction
 from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
 

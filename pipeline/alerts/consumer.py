@@ -21,9 +21,9 @@ from typing import Any
 from pipeline.alerts.config import AlertsConfig
 from pipeline.alerts.episodes import ConversationState, LabelView, apply, label_view
 from pipeline.alerts.rules import Rule
+from pipeline.core.wire import AlertMessage, DeadLetter, LabelMessage, original_payload
 from pipeline.stream.group_reader import Entry, GroupReader
 from pipeline.stream.redis_retry import RedisRetry
-from pipeline.wire import AlertMessage, DeadLetter, LabelMessage, original_payload
 
 log = logging.getLogger("dialoguellm.alerts")
 DELETED_ENTRY = "label entry deleted before it was evaluated"

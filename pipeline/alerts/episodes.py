@@ -24,7 +24,7 @@ from typing import Any
 import msgpack
 
 from pipeline.alerts.rules import Rule
-from pipeline.wire import AlertMessage
+from pipeline.core.wire import AlertMessage
 
 HELD_CAP = 64       # labels held per conversation; past it the earliest is applied at once
 EPISODE_TURNS = 50  # turn ids an episode keeps (its latest); a long episode stays a small state
@@ -159,7 +159,7 @@ def _add(s: RuleState, turn_id: int, source_id: str, score: float) -> None:
 
 def label_view(message: Any, entry_id: str) -> LabelView:
     """The `LabelView` of a decoded `LabelMessage` read from the labels stream at `entry_id`."""
-    from pipeline.wire import entry_time_ms
+    from pipeline.core.wire import entry_time_ms
 
     return LabelView(int(message.turn_id), str(message.source_id), str(message.speaker),
                      entry_time_ms(entry_id), {str(k): float(v) for k, v in message.probs.items()})

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
-from pipeline.labels import LABEL_SETS
+from pipeline.core.errors import ConfigError
+from pipeline.core.labels import LABEL_SETS
 
 KNOWN_LABELS = frozenset(label for s in LABEL_SETS.values() for label in s.labels)
 _FIELDS = ("name", "labels", "threshold", "turns", "speaker", "clear_after")

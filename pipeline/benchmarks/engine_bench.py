@@ -16,9 +16,9 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from pipeline.datasets import load_dataset
-from pipeline.evaluation import label_requests
 from pipeline.benchmarks.common import ModelShape, log, matmul_gflops
+from pipeline.core.datasets import load_dataset
+from pipeline.core.evaluation import label_requests
 
 WARMUP_TURNS = 32
 
@@ -34,15 +34,15 @@ def transformers_baseline(model_dir: str, prompts: list[str], max_new_tokens: in
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def run(batch: list[str]) -> None:
+    def run(model: Any, batch: list[str]) -> None:
         for prompt in batch:
             ids = tokenizer(prompt, return_tensors="pt")
             with torch.inference_mode():
                 model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
 
-    run(prompts[:4])
+    run(model, prompts[:4])
     start = time.perf_counter()
-    run(prompts)
+    run(model, prompts)
     rate = len(prompts) / (time.perf_counter() - start)
     del model
     gc.collect()
@@ -60,7 +60,7 @@ def _timed(engine: Any, prompts: list[str], decoding: str) -> tuple[float, float
 
 
 def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool = True) -> dict[str, Any]:
-    from pipeline.prompter import Prompter
+    from pipeline.core.prompter import Prompter
     from workers.engine import EmotionEngine
     from workers.model_store import resolve_model
 

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
 from pipeline.benchmarks.common import log
 
 OFFLINE_BATCH = 256
@@ -23,7 +24,7 @@ OFFLINE_BATCH = 256
 
 def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = None) -> dict[str, Any]:
     from pipeline.labelling.job import LabelJob, prepare, run_label_job
-    from workers.batch_stages import label_requests
+    from pipeline.labelling.stages import label_requests
     from workers.engine import EmotionEngine
 
     folder = Path(tempfile.mkdtemp(prefix="dialoguellm-bench-label-"))

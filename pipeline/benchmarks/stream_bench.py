@@ -15,12 +15,12 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from pipeline.context import select_context
-from pipeline.datasets import load_dataset
-from pipeline.predictions import LabelRequest
-from pipeline.stream.config import StreamConfig
-from pipeline.wire import LabelMessage, TurnMessage, entry_time_ms
 from pipeline.benchmarks.common import log
+from pipeline.core.context import select_context
+from pipeline.core.datasets import load_dataset
+from pipeline.core.predictions import LabelRequest
+from pipeline.core.wire import LabelMessage, TurnMessage, entry_time_ms
+from pipeline.stream.config import StreamConfig
 
 OFFLINE_BATCH = 256
 

@@ -52,7 +52,7 @@ def _time_loop(model_dir: str, requests: list, device: str, *, step: str, object
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pipeline.prompter import Prompter
+    from pipeline.core.prompter import Prompter
     from training.batching import plan_epoch
     from training.examples import encode_examples
     from training.steps import make_batch_loss
@@ -105,9 +105,8 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
 
     import torch
 
-    from training.config import load_config
+    from training.config import DataSource, load_config
     from training.examples import requests_from
-    from training.config import DataSource
     from workers.model_store import resolve_model
 
     if device == "cpu":

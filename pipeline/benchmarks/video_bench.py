@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.turns import VideoSegment
 from pipeline.benchmarks.common import log
-
+from pipeline.core.turns import VideoSegment
 
 
 def make_clips(folder: Path, clips: int, seconds: float) -> list[Path]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from pipeline.benchmarks.common import log
 from pipeline.benchmarks.stream_bench import _percentile
-from pipeline.labels import LABEL_SETS
-from pipeline.wire import LabelMessage
+from pipeline.core.labels import LABEL_SETS
+from pipeline.core.wire import LabelMessage
 
 REPO = Path(__file__).resolve().parents[2]
 MELD = LABEL_SETS["meld"].labels

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pipeline.cli import alerts, bench, evaluate, label, stream, train, video, watch
-from pipeline.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError
 
 EXIT_USAGE = 2
 

@@ -23,7 +23,7 @@ def alerts_flags(p: argparse.ArgumentParser) -> None:
 
 def run_alerts(args: argparse.Namespace) -> int:
     from pipeline.alerts.consumer import alerts_until_signal
-    from pipeline.logs import setup_logging
+    from pipeline.core.logs import setup_logging
 
     setup_logging(args.log_format)
     checked = preflight(args)

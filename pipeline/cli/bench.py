@@ -109,7 +109,7 @@ def run_bench_stream(args: argparse.Namespace) -> int:
 
 def run_bench_label(args: argparse.Namespace) -> int:
     from pipeline.benchmarks.label_bench import run_label_benchmark
-    from pipeline.datasets import DATASETS, resolve_data_root
+    from pipeline.core.datasets import DATASETS, resolve_data_root
 
     manifest = DATASETS["meld"].locate("test", resolve_data_root(args.data))
     return _emit(args, run_label_benchmark(preflight(args).engine, str(manifest), args.limit))

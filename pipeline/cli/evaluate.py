@@ -6,8 +6,8 @@ import argparse
 
 from pipeline.cli import flags
 from pipeline.cli.preflight import preflight
-from pipeline.datasets import DATASETS, SPLITS, load_dataset
-from pipeline.errors import DataError
+from pipeline.core.datasets import DATASETS, SPLITS, load_dataset
+from pipeline.core.errors import DataError
 
 
 def eval_flags(p: argparse.ArgumentParser) -> None:
@@ -25,8 +25,8 @@ def eval_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from pipeline.evaluation import evaluate_and_report, label_requests
-    from pipeline.prompter import Prompter
+    from pipeline.core.evaluation import evaluate_and_report, label_requests
+    from pipeline.core.prompter import Prompter
     from workers.model_store import resolve_model
 
     checked = preflight(args)

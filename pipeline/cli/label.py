@@ -29,8 +29,8 @@ def label_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_label(args: argparse.Namespace) -> int:
+    from pipeline.core.metrics import format_report
     from pipeline.labelling.job import run_label_job
-    from pipeline.metrics import format_report
 
     checked = preflight(args)
     job = configs.label_job(args)

@@ -10,7 +10,7 @@ import uuid
 
 from pipeline.cli import flags
 from pipeline.cli.preflight import preflight
-from pipeline.errors import ConfigError, DataError
+from pipeline.core.errors import ConfigError, DataError
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM
 
 
@@ -36,7 +36,7 @@ def serve_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from pipeline.logs import setup_logging
+    from pipeline.core.logs import setup_logging
     from pipeline.stream.metrics import WorkerMetrics
     from pipeline.stream.runner import serve_until_signal
 
@@ -65,9 +65,9 @@ def push_flags(p: argparse.ArgumentParser) -> None:
 def run_push(args: argparse.Namespace) -> int:
     import redis
 
-    from pipeline.datasets import load_file
+    from pipeline.core.datasets import load_file
+    from pipeline.core.wire import TurnMessage
     from pipeline.stream.client import push_turns
-    from pipeline.wire import TurnMessage
 
     if args.rate is not None and args.rate <= 0:
         raise ConfigError(f"rate: must be > 0, got {args.rate}")
@@ -116,7 +116,7 @@ def demo_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from pipeline.datasets import load_dataset
+    from pipeline.core.datasets import load_dataset
     from pipeline.stream.demo import run_demo as demo
     from pipeline.stream.embedded_redis import redis_or_embedded
     from pipeline.stream.redis_checks import redact

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from pipeline.cli import flags
 from pipeline.cli.preflight import preflight
-from pipeline.errors import VideoError
+from pipeline.core.errors import VideoError
 
 
 def describe_flags(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def describe_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_describe(args: argparse.Namespace) -> int:
-    from pipeline.turns import VideoSegment
+    from pipeline.core.turns import VideoSegment
     from workers.video.segment_describer import SegmentDescriber
 
     video = preflight(args).video

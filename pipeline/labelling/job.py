@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, DataError
+from pipeline.core.errors import ConfigError, DataError
 from pipeline.labelling.manifest import OUTPUT_COLUMNS, ROW, add_context, normalise, read_table
 
 MARKER = ".dialoguellm-labels"
@@ -93,8 +93,8 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
 
     import ray
 
+    from pipeline.labelling.stages import DescribeStage, LabelStage
     from workers.actor_set import ensure_ray
-    from workers.batch_stages import DescribeStage, LabelStage
     from workers.video.decoder import DecodeConfig
 
     # The manifest is read while Ray starts (seconds): neither needs the other. Ray starts on
@@ -145,8 +145,8 @@ def _part_names() -> Any:
 def _evaluate(job: LabelJob, rows: Any) -> dict[str, Any]:
     import pandas as pd
 
-    from pipeline.labels import get_label_set
-    from pipeline.metrics import classification_report
+    from pipeline.core.labels import get_label_set
+    from pipeline.core.metrics import classification_report
 
     if rows["_gold"].isna().all() or not Path(job.out).exists():
         return {}

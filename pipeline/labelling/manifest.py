@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.context import select_context
-from pipeline.errors import DataError
-from pipeline.labels import get_label_set
+from pipeline.core.context import select_context
+from pipeline.core.errors import DataError
+from pipeline.core.labels import get_label_set
 
 REQUIRED = ("conversation_id", "turn_id", "speaker", "text")
 OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.core.turns import Conversation, VideoSegment
+from pipeline.core.wire import LabelMessage, TurnMessage, as_text
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM
-from pipeline.turns import Conversation, VideoSegment
-from pipeline.wire import LabelMessage, TurnMessage, as_text
 
 
 def push_turn(

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.config_fields import field_help
-from pipeline.errors import ConfigError
+from pipeline.core.config_fields import field_help
+from pipeline.core.errors import ConfigError
 from pipeline.stream.redis_checks import redact
 
 DEFAULT_IN_STREAM = "dialoguellm:turns"

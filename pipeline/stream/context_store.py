@@ -17,9 +17,9 @@ from typing import Any
 
 import msgpack
 
-from pipeline.context import context_ids
-from pipeline.turns import Turn
-from pipeline.wire import TurnMessage
+from pipeline.core.context import context_ids
+from pipeline.core.turns import Turn
+from pipeline.core.wire import TurnMessage
 
 
 def context_key(prefix: str, conversation_id: str) -> str:

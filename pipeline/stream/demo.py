@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from pipeline.core.turns import Conversation
 from pipeline.stream.config import StreamConfig
-from pipeline.turns import Conversation
 
 
 def format_label(label: Any, gold: str | None = None, text: str | None = None) -> str:

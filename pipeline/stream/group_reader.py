@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.wire import as_text
+from pipeline.core.wire import as_text
 
 
 @dataclass(frozen=True)

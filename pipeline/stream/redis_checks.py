@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 
 def redact(url: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.wire import PAYLOAD, DeadLetter, as_text
+from pipeline.core.wire import PAYLOAD, DeadLetter, as_text
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core.wire import DeadLetter, LabelMessage, as_text, original_payload
 from pipeline.stream.ack_policy import Action, Decision
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.group_reader import Entry, GroupReader
-from pipeline.wire import DeadLetter, LabelMessage, original_payload
 
 
 @dataclass(frozen=True)

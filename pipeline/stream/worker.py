@@ -12,23 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from pipeline.description_cache import RedisDescriptionCache, cache_key
-from pipeline.descriptions import DescribeResult
-from pipeline.errors import DialogueLLMError
-from pipeline.predictions import LabelRequest, Prediction
+from pipeline.core.description_cache import RedisDescriptionCache, cache_key
+from pipeline.core.descriptions import DescribeResult
+from pipeline.core.errors import DialogueLLMError
+from pipeline.core.predictions import LabelRequest, Prediction
+from pipeline.core.turns import VideoSegment
+from pipeline.core.wire import (
+    FLAG_NO_DESCRIPTION,
+    FLAG_PARTIAL_CONTEXT,
+    LabelMessage,
+    MalformedMessage,
+    TurnMessage,
+    TurnSchema,
+    entry_time_ms,
+)
 from pipeline.stream.ack_policy import OUTPUT, AckPolicy, Action
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.context_store import ContextStore
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.redis_retry import RedisRetry
 from pipeline.stream.stream_io import Entry, Outcome, StreamIO
-from pipeline.turns import VideoSegment
-from pipeline.wire import (FLAG_NO_DESCRIPTION, FLAG_PARTIAL_CONTEXT, LabelMessage, MalformedMessage, TurnMessage,
-                           TurnSchema, entry_time_ms)
 
 log = logging.getLogger("dialoguellm.stream")
 DELETED_ENTRY = "entry deleted before it was labelled"

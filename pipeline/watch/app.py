@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,11 +19,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from pipeline.labels import LABEL_SETS
+from pipeline.core.labels import LABEL_SETS
 from pipeline.watch.board import parse_entry_id, summary
-from pipeline.watch.first_paint import render_page
 from pipeline.watch.config import WatchConfig
 from pipeline.watch.feed import Change, Feed
+from pipeline.watch.first_paint import render_page
 from pipeline.watch.negative import NEGATIVE_LABELS
 from pipeline.watch.security import Guard
 

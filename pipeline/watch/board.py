@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.wire import AlertMessage, LabelMessage
 from pipeline.watch.negative import negative_score
-from pipeline.wire import AlertMessage, LabelMessage
 
 EntryId = tuple[int, int]
 _ENTRY_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.alerts.config import DEFAULT_ALERTS_STREAM
-from pipeline.config_fields import field_help
-from pipeline.errors import ConfigError
+from pipeline.core.config_fields import field_help
+from pipeline.core.errors import ConfigError
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, check_redis_url, redis_url_field
 
 TOKEN_ENV = "DIALOGUELLM_WATCH_TOKEN"

@@ -20,11 +20,11 @@ from typing import Any
 
 import msgpack
 
+from pipeline.core.wire import AlertMessage, LabelMessage, as_text
 from pipeline.stream.context_store import context_key
 from pipeline.stream.redis_retry import RedisRetry
 from pipeline.watch.board import Board, EntryId, detail, format_entry_id, parse_entry_id, summary
 from pipeline.watch.config import WatchConfig
-from pipeline.wire import AlertMessage, LabelMessage, as_text
 
 log = logging.getLogger("dialoguellm.watch")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipeline.labels import LABEL_SETS
+from pipeline.core.labels import LABEL_SETS
 
 NEGATIVE_EMOTIONS = frozenset({"anger", "angry", "mad", "frustrated", "disgust", "fear", "scared", "sadness", "sad"})
 

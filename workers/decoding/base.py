@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.prompter import LabelSpace
+from pipeline.core.prompter import LabelSpace
 
 
 @dataclass(frozen=True)

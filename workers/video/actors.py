@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.descriptions import DescribeResult
-from pipeline.errors import ConfigError
-from pipeline.turns import VideoSegment
+from pipeline.core.descriptions import DescribeResult
+from pipeline.core.errors import ConfigError
+from pipeline.core.turns import VideoSegment
 from workers.video.decoder import DecodeConfig
 
 
@@ -33,7 +33,7 @@ class VideoActor:
 
     def decode(self, segments: Sequence[VideoSegment]) -> list[tuple[int, int, str | None]]:
         """Decode only (benchmarks): per segment, frames kept, frames decoded and the error, if any."""
-        from pipeline.errors import VideoError
+        from pipeline.core.errors import VideoError
 
         out = []
         for segment in segments:

@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import ConfigError, VideoError
-from pipeline.turns import VideoSegment
+from pipeline.core.errors import ConfigError, VideoError
+from pipeline.core.turns import VideoSegment
 from workers.video.modes import MODES, get_mode
-
 
 THREAD_TYPES = ("slice", "frame", "auto")
 

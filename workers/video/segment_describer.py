@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from pipeline.descriptions import DescribeResult
-from pipeline.errors import VideoError
-from pipeline.turns import VideoSegment
+from pipeline.core.descriptions import DescribeResult
+from pipeline.core.errors import VideoError
+from pipeline.core.turns import VideoSegment
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.describers import get_describer
 

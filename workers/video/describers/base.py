@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pipeline.descriptions import Description
+from pipeline.core.descriptions import Description
 from workers.video.decoder import SegmentFrames
 
 

@@ -18,8 +18,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from pipeline.descriptions import Description
-from pipeline.errors import ConfigError
+from pipeline.core.descriptions import Description
+from pipeline.core.errors import ConfigError
 from workers.video.decoder import SegmentFrames
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")

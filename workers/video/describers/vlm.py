@@ -9,8 +9,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.descriptions import Description
-from pipeline.errors import ConfigError
+from pipeline.core.descriptions import Description
+from pipeline.core.errors import ConfigError
 from workers.cpu_threads import bind_cpu_threads
 from workers.video.decoder import SegmentFrames
 

@@ -10,7 +10,7 @@ MODES: dict[str, type[SamplingMode]] = {"uniform": UniformMode, "keyframes": Key
 
 
 def get_mode(name: str) -> SamplingMode:
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     if name not in MODES:
         raise ConfigError(f"sampling: {name!r} is not one of {', '.join(MODES)}")

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import ConfigError
-from pipeline.label_trie import LabelTrie
-from pipeline.labels import get_label_set
-from pipeline.predictions import LabelRequest
-from pipeline.prompts import RESPONSE_MARK, PromptBuilder, PromptConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.label_trie import LabelTrie
+from pipeline.core.labels import get_label_set
+from pipeline.core.predictions import LabelRequest
+from pipeline.core.prompts import RESPONSE_MARK, PromptBuilder, PromptConfig
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.datasets.base import DatasetSpec, make_turn
-from pipeline.errors import DataError
-from pipeline.labels import LabelSet
-from pipeline.turns import Conversation
+from pipeline.core.datasets.base import DatasetSpec, make_turn
+from pipeline.core.errors import DataError
+from pipeline.core.labels import LabelSet
+from pipeline.core.turns import Conversation
 
 _COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
 

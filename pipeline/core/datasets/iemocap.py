@@ -5,7 +5,7 @@ list of `{"text", "speaker", "label"}`, labels among neutral, frustrated, angry,
 (or their short forms neu, fru, ang, sad, hap, exc).
 """
 
-from pipeline.datasets.base import DatasetSpec, read_dialogue_list
+from pipeline.core.datasets.base import DatasetSpec, read_dialogue_list
 
 IEMOCAP = DatasetSpec(
     name="iemocap",

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.datasets.base import DatasetSpec, resolve_data_root
-from pipeline.datasets.dailydialog import DAILYDIALOG
-from pipeline.datasets.emorynlp import EMORYNLP
-from pipeline.datasets.iemocap import IEMOCAP
-from pipeline.datasets.jsonl import JSONL
-from pipeline.datasets.meld import MELD
-from pipeline.errors import DataError
-from pipeline.turns import Conversation
+from pipeline.core.datasets.base import DatasetSpec, resolve_data_root
+from pipeline.core.datasets.dailydialog import DAILYDIALOG
+from pipeline.core.datasets.emorynlp import EMORYNLP
+from pipeline.core.datasets.iemocap import IEMOCAP
+from pipeline.core.datasets.jsonl import JSONL
+from pipeline.core.datasets.meld import MELD
+from pipeline.core.errors import DataError
+from pipeline.core.turns import Conversation
 
 DATASETS: dict[str, DatasetSpec] = {d.name: d for d in (MELD, EMORYNLP, DAILYDIALOG, IEMOCAP, JSONL)}
 SPLITS = ("train", "dev", "test")

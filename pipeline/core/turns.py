@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from pipeline.context import select_context
+from pipeline.core.context import select_context
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Conversation:
     label_set: str = field(default="meld")
 
     def context_of(self, index: int, z: int) -> tuple[Turn, ...]:
-        """The context of the turn at position `index`, by the one context rule (`pipeline.context`)."""
+        """The context of the turn at position `index`, by the one context rule (`pipeline.core.context`)."""
         return select_context(self.turns[index].turn_id, z, self._by_id)
 
     @cached_property

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.calibration import apply_temperature, expected_calibration_error
-from pipeline.labels import get_label_set
-from pipeline.metrics import classification_report
-from pipeline.predictions import LabelRequest, Prediction
-from pipeline.turns import Conversation
+from pipeline.core.calibration import apply_temperature, expected_calibration_error
+from pipeline.core.labels import get_label_set
+from pipeline.core.metrics import classification_report
+from pipeline.core.predictions import LabelRequest, Prediction
+from pipeline.core.turns import Conversation
 
 
 class Classifier(Protocol):
@@ -73,7 +73,7 @@ def evaluate_and_report(classifier: Classifier, requests: Sequence[LabelRequest]
 
     from tqdm import tqdm
 
-    from pipeline.metrics import format_report
+    from pipeline.core.metrics import format_report
 
     start = time.perf_counter()
     with tqdm(total=len(requests), desc="labelling", unit="turn", file=sys.stderr) as bar:

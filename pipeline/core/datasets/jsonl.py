@@ -10,10 +10,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.datasets.base import DatasetSpec, make_turn
-from pipeline.errors import DataError
-from pipeline.labels import LabelSet
-from pipeline.turns import Conversation
+from pipeline.core.datasets.base import DatasetSpec, make_turn
+from pipeline.core.errors import DataError
+from pipeline.core.labels import LabelSet
+from pipeline.core.turns import Conversation
 
 
 def read_jsonl(path: Path, labels: LabelSet) -> list[Conversation]:

@@ -1,6 +1,6 @@
 """DailyDialog (Li et al., 2017) in the DAG-ERC JSON form; its `none` label reads as `neutral`."""
 
-from pipeline.datasets.base import DatasetSpec, read_dialogue_list
+from pipeline.core.datasets.base import DatasetSpec, read_dialogue_list
 
 DAILYDIALOG = DatasetSpec(
     name="dailydialog",

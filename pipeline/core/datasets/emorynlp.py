@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.datasets.base import DatasetSpec, dialogues_from_lists, read_dialogue_list, read_json
-from pipeline.errors import DataError
-from pipeline.labels import LabelSet
-from pipeline.turns import Conversation
+from pipeline.core.datasets.base import DatasetSpec, dialogues_from_lists, read_dialogue_list, read_json
+from pipeline.core.errors import DataError
+from pipeline.core.labels import LabelSet
+from pipeline.core.turns import Conversation
 
 
 def read_emorynlp(path: Path, labels: LabelSet) -> list[Conversation]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipeline.errors import ConfigError, PromptTooLongError
-from pipeline.labels import LabelSet
-from pipeline.turns import Conversation, Turn
+from pipeline.core.errors import ConfigError, PromptTooLongError
+from pipeline.core.labels import LabelSet
+from pipeline.core.turns import Conversation, Turn
 
 TokenCounter = Callable[[str], int]
 

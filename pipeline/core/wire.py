@@ -7,17 +7,17 @@ stream. Pure: no Redis here, the stream flows pass bytes in and out.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Mapping
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgpack
 
-from pipeline.errors import DialogueLLMError
-from pipeline.labels import LABEL_SETS
-from pipeline.turns import Turn, VideoSegment
+from pipeline.core.errors import DialogueLLMError
+from pipeline.core.labels import LABEL_SETS
+from pipeline.core.turns import Turn, VideoSegment
 
 PAYLOAD = "payload"
 FLAG_NO_DESCRIPTION = "no_description"

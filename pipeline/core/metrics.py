@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.labels import LabelSet
+from pipeline.core.labels import LabelSet
 
 
 def classification_report(gold: Sequence[str], predicted: Sequence[str], labels: LabelSet) -> dict[str, Any]:

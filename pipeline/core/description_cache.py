@@ -16,8 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pipeline.descriptions import Description
-from pipeline.turns import VideoSegment
+from pipeline.core.descriptions import Description
+from pipeline.core.turns import VideoSegment
 
 
 def video_fingerprint(uri: str) -> str:

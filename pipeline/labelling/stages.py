@@ -10,10 +10,10 @@ import json
 import math
 from typing import Any
 
-from pipeline.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError
+from pipeline.core.predictions import LabelRequest
+from pipeline.core.turns import Turn, VideoSegment
 from pipeline.labelling.manifest import output_columns
-from pipeline.predictions import LabelRequest
-from pipeline.turns import Turn, VideoSegment
 from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
 from workers.video.decoder import DecodeConfig
@@ -25,14 +25,14 @@ class DescribeStage:
     """Video segments to descriptions, through the on-disk description cache."""
 
     def __init__(self, describer: str, decode: DecodeConfig, cache_dir: str, options: dict | None = None) -> None:
-        from pipeline.description_cache import DiskDescriptionCache
+        from pipeline.core.description_cache import DiskDescriptionCache
         from workers.video.segment_describer import SegmentDescriber
 
         self.worker = SegmentDescriber(describer, decode, **(options or {}))
         self.cache = DiskDescriptionCache(cache_dir)
 
     def __call__(self, batch: Any) -> Any:
-        from pipeline.description_cache import cache_key
+        from pipeline.core.description_cache import cache_key
 
         descriptions, errors = list(batch["_description"]), list(batch["error"])
         for i, (uri, start, end) in enumerate(zip(batch["_video_uri"], batch["_start"], batch["_end"])):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.turns import Turn
+from pipeline.core.turns import Turn
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DataError
-from pipeline.labels import LabelSet, get_label_set
-from pipeline.turns import Conversation, Turn, VideoSegment
+from pipeline.core.errors import DataError
+from pipeline.core.labels import LabelSet, get_label_set
+from pipeline.core.turns import Conversation, Turn, VideoSegment
 
 DATA_ENV = "DIALOGUELLM_DATA"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
