@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 import msgpack
 import pytest
@@ -223,6 +224,49 @@ def test_malformed_entries_are_dead_lettered_and_the_rest_labelled(r, prefix, po
         assert letter.deliveries == 1
         assert letter.payload == entry.get(PAYLOAD, letter.payload)
     assert w.metrics.registry.get_sample_value("dialoguellm_dead_lettered_total") == 100
+
+
+POISON = "this turn makes the engine fail"
+
+
+class PoisonedPool(RecordingPool):
+    """FAULT INJECTED (a turn that makes a real engine fail cannot be produced on demand): the
+    real pool, except that a call holding the marked turn raises as a failing engine would, and
+    on the turn's last allowed delivery the call is cancelled under the worker (as when it loses
+    its engine mid-call), so nothing is committed and the entry comes back past the limit."""
+
+    def __init__(self, pool, max_deliveries: int) -> None:
+        super().__init__(pool)
+        self.max_deliveries = max_deliveries
+        self.alone = 0  # calls holding the poison turn alone: one per delivery
+
+    async def label(self, requests):
+        import asyncio
+
+        if any(q.turn.text == POISON for q in requests):
+            self.alone += len(requests) == 1
+            if len(requests) == 1 and self.alone == self.max_deliveries:
+                raise asyncio.CancelledError
+            raise RuntimeError("injected fault: the engine failed on this turn")
+        return await super().label(requests)
+
+
+def test_a_poison_turn_is_dead_lettered_with_the_engines_error_and_the_rest_labelled(r, prefix, pool, data_root):
+    cfg = config(prefix, batch_size=16, max_deliveries=2, claim_idle_ms=400, claim_interval_ms=200)
+    messages = meld_messages(data_root, 40)
+    messages[17] = replace(messages[17], text=POISON)
+    poisoned = PoisonedPool(pool, cfg.max_deliveries)
+    ids = push_many(r, cfg.in_stream, messages)
+    with worker(cfg, poisoned) as w:
+        wait_for(r, cfg, len(ids), timeout=120, running=w)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert len(labels) == 39 and [d.source_id for d in dead] == [ids[17]]
+    # It came back once more than allowed, and its dead letter says what the engine said.
+    assert dead[0].deliveries == cfg.max_deliveries + 1
+    assert "more than the limit of 2" in dead[0].error
+    assert "RuntimeError: injected fault: the engine failed on this turn" in dead[0].error
+    # The turns batched with it were labelled at once, from the split batch.
+    assert {q.turn.text for q in poisoned.requests} == {m.text for m in messages} - {POISON}
 
 
 def test_dropped_redis_connections_lose_and_double_nothing(r, prefix, pool, data_root):

@@ -29,18 +29,19 @@ _started_here = False  # a local Ray this process started: its resources never g
 
 def ensure_ray(address: str | None = None) -> None:
     """Join the cluster at `address` (or `$RAY_ADDRESS`); without one, start a local Ray."""
-    import os
-
     import ray
+
+    from pipeline.core import envs
 
     global _started_here
     if not ray.is_initialized():
-        if not (address or os.environ.get("RAY_ADDRESS")):
+        local = not (address or envs.read("RAY_ADDRESS"))
+        if local:
             # Ray runs its workers at nice 15 by default; a CPU engine's threads, bound to every
             # core, then stall whenever Ray's own processes run. Its actors are the work here.
-            os.environ.setdefault("RAY_worker_niceness", "0")
+            envs.set_default("RAY_worker_niceness", "0")
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
-        _started_here = not (address or os.environ.get("RAY_ADDRESS"))
+        _started_here = local
 
 
 class ActorSet:

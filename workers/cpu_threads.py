@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
+from pipeline.core import envs
 
 
 def bind_cpu_threads(cpu_threads: str) -> None:
     """Bind every core this process may use ("all"), or a list such as "0-3"; vLLM alone would
     keep one core idle for its scheduler."""
-    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+    if envs.is_set("VLLM_CPU_OMP_THREADS_BIND"):
         return
     if cpu_threads == "all":
-        cpu_threads = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        cpu_threads = ",".join(str(c) for c in envs.usable_cpus())
+    envs.force("VLLM_CPU_OMP_THREADS_BIND", cpu_threads)
+    envs.set_default("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
 
 
 def torch_threads_for_cpu_actor() -> None:
@@ -26,4 +26,4 @@ def torch_threads_for_cpu_actor() -> None:
 
     if "torch" in sys.modules or ray.get_gpu_ids():
         return
-    os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+    envs.force("OMP_NUM_THREADS", str(len(envs.usable_cpus())))

@@ -7,11 +7,11 @@ only the `EngineConfig` differs. Several LoRA adapters are served at once, picke
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipeline.core import envs
 from pipeline.core.calibration import apply_temperature
 from pipeline.core.errors import AdapterError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
@@ -219,7 +219,7 @@ def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
         bind_cpu_threads(config.cpu_threads)
         # One process instead of three: starts in about half the time on small machines, and
         # computes as fast, since a CPU engine has no device to overlap with.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        envs.set_default("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     else:
         kwargs.update(gpu_memory_utilization=config.gpu_memory_utilization)
     return LLM(**kwargs)

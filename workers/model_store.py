@@ -8,13 +8,13 @@ converted once into a plain transformers folder under `$DIALOGUELLM_HOME` (defau
 from __future__ import annotations
 
 import importlib.util
-import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.core import envs
 from pipeline.core.errors import ConfigError
 
 DEFAULT_MODEL = "default"
@@ -25,7 +25,7 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def home() -> Path:
     """The cache directory for converted models."""
-    return Path(os.environ.get("DIALOGUELLM_HOME") or Path.home() / ".cache" / "dialoguellm")
+    return envs.home()
 
 
 def resolve_model(model: str | None) -> str:

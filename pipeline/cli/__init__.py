@@ -8,11 +8,11 @@ configs back and hands them to the flow; the argparse namespace never leaves thi
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from pipeline.cli import alerts, bench, evaluate, label, stream, train, video, watch
+from pipeline.core import envs
 from pipeline.core.errors import DialogueLLMError
 
 EXIT_USAGE = 2
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     # vLLM logs every engine step detail at INFO on stdout; our commands print their own results.
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    envs.set_default("VLLM_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)

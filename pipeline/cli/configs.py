@@ -83,12 +83,11 @@ WATCH_FIELDS = ("labels_stream", "alerts_stream", "host", "port", "token", "show
 
 def watch_config(args: argparse.Namespace) -> Any:
     """The `WatchConfig` (the token from $DIALOGUELLM_WATCH_TOKEN when not given)."""
-    import os
-
+    from pipeline.core import envs
     from pipeline.watch.config import TOKEN_ENV, WatchConfig
 
     given = {name: getattr(args, name) for name in WATCH_FIELDS}
-    given["token"] = given["token"] or os.environ.get(TOKEN_ENV) or None
+    given["token"] = given["token"] or envs.read(TOKEN_ENV)
     return WatchConfig(redis_url=args.redis_url, in_stream=args.text_stream, **given)
 
 

@@ -43,6 +43,10 @@ DELETED_ENTRY = "entry deleted before it was labelled"
 _IDLE_BLOCK_MS = 1000  # how long an idle reader blocks: bounds how fast it notices a stop
 
 
+class EngineFailure(str):
+    """Why the engine failed on a turn (the turn itself may be fine: it is retried)."""
+
+
 class LabelPool(Protocol):
     """What the worker needs of an engine pool (see `workers.engine_pool.EnginePool`)."""
 
@@ -238,17 +242,19 @@ class StreamWorker:
                     for m, (context, _) in zip(messages, contexts, strict=True)]
         self.metrics.queue_depth.set(self.pool.queue_depth + 1)
         try:
-            answers = await self.pool.label(requests)
-        except Exception as e:  # an engine or actor failure: the whole batch is retried later
-            reason = f"engine failed: {type(e).__name__}: {e}"
-            log.warning("batch failed", extra={"entries": len(todo), "error": reason})
-            await self._redis(lambda: self.io.record_failures({entry.id: reason for entry, _ in todo}))
-            return [Outcome(entry, self.policy.failed(reason, entry.deliveries)) for entry, _ in todo]
+            answers = await self._answers(requests)
         finally:
             self.metrics.queue_depth.set(self.pool.queue_depth)
             self.metrics.engines_alive.set(self.pool.alive)
+        failures = {entry.id: a for (entry, _), a in zip(todo, answers, strict=True) if isinstance(a, EngineFailure)}
+        if failures:
+            log.warning("turns failed", extra={"entries": len(failures), "error": next(iter(failures.values()))})
+            await self._redis(lambda: self.io.record_failures(dict(failures)))
         outcomes = []
         for (entry, message), (_, complete), answer in zip(todo, contexts, answers, strict=True):
+            if isinstance(answer, EngineFailure):  # may pass: retried until max_deliveries
+                outcomes.append(Outcome(entry, self.policy.failed(answer, entry.deliveries)))
+                continue
             if isinstance(answer, DialogueLLMError):
                 outcomes.append(Outcome(entry, self.policy.rejected(str(answer))))
                 continue
@@ -261,6 +267,19 @@ class StreamWorker:
             )
             outcomes.append(Outcome(entry, OUTPUT, label))
         return outcomes
+
+    async def _answers(self, requests: list[LabelRequest]) -> list[Prediction | DialogueLLMError | EngineFailure]:
+        """The pool's answers; a batch the engine fails is halved and retried at once, so one turn
+        that makes the engine fail (a poison turn) fails alone and the rest are labelled."""
+        try:
+            return await self.pool.label(requests)
+        except Exception as e:  # an engine or actor failure
+            failure = EngineFailure(f"engine failed: {type(e).__name__}: {e}")
+            # No engine to run on (or the call killed every engine): not a turn's fault, not split.
+            if len(requests) == 1 or isinstance(e, DialogueLLMError):
+                return [failure] * len(requests)
+        half = len(requests) // 2
+        return await self._answers(requests[:half]) + await self._answers(requests[half:])
 
     async def _commit(self, outcomes: list[Outcome]) -> None:
         now_ms = time.time() * 1000

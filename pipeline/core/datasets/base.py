@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import envs
 from pipeline.core.errors import DataError
 from pipeline.core.labels import LabelSet, get_label_set
 from pipeline.core.turns import Conversation, Turn, VideoSegment
@@ -21,8 +21,8 @@ def resolve_data_root(data: str | Path | None) -> Path:
     """The explicit path, else `$DIALOGUELLM_DATA`, else `../shared/data` beside the checkout."""
     if data:
         return Path(data).expanduser()
-    if os.environ.get(DATA_ENV):
-        return Path(os.environ[DATA_ENV]).expanduser()
+    if envs.read(DATA_ENV):
+        return Path(envs.read(DATA_ENV)).expanduser()
     for candidate in (Path.cwd().parent / "shared" / "data", _REPO_ROOT.parent / "shared" / "data"):
         if candidate.is_dir():
             return candidate
