@@ -14,7 +14,7 @@ def _one_line_error(result, pattern):
 
 
 def test_unknown_dataset(run_cli):
-    _one_line_error(run_cli("eval", "--dataset", "friends", "--split", "test"), "unknown dataset 'friends'")
+    _one_line_error(run_cli("eval", "--dataset", "friends", "--split", "test"), "argument --dataset: invalid choice: 'friends'")
 
 
 def test_missing_file(run_cli, tmp_path):

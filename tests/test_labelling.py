@@ -119,9 +119,9 @@ def test_videos_and_text_are_labelled_and_a_missing_video_says_why(tiny_model, d
     summary = _summary(_label(["--manifest", str(tmp_path / "manifest.jsonl"), "--video-root", str(videos),
                                "--out", str(out), "--cache-dir", str(tmp_path / "cache")], tiny_model))
     assert summary["rows"] == summary["labelled_now"] == 12 and "weighted_f1" in summary
-    from pipeline.labelling.job import read_labels
+    from pipeline.labelling.job import read_label_files
 
-    rows = read_labels(out)
+    rows = read_label_files(out)
     assert list(rows["manifest_row"]) == list(range(12)) and rows["label"].notna().all()
     assert set(rows.columns) >= {"conversation_id", "turn_id", "speaker", "text", "gold_label", "video_uri", "label",
                                  "confidence", "probs", "description", "error"}

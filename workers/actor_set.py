@@ -40,7 +40,9 @@ def ensure_ray(address: str | None = None) -> None:
             # Ray runs its workers at nice 15 by default; a CPU engine's threads, bound to every
             # core, then stall whenever Ray's own processes run. Its actors are the work here.
             envs.set_default("RAY_worker_niceness", "0")
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        # The level the command set (`pipeline.core.logs.quiet_libraries`); Ray's default is INFO.
+        level = logging.getLogger("ray").level or logging.INFO
+        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=level)
         _started_here = local
 
 

@@ -18,7 +18,7 @@ from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.prompter import Prompter
 from workers.adapters import BASE_MODEL, AdapterInfo, check_adapter
 from workers.cpu_threads import bind_cpu_threads
-from workers.decoding import ScoringItem, get_mode
+from workers.decoding import ScoringItem, get_decoding_mode
 from workers.engine_config import EngineConfig
 from workers.model_store import resolve_model
 
@@ -61,7 +61,7 @@ class EmotionEngine:
         loras = {name: info for name, info in self.adapters.items() if not (self.merged and name == config.default_adapter)}
         self.llm = _start_llm(served, config, bool(loras) or config.enable_lora)
         self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len)
-        self.mode = get_mode(config.decoding)
+        self.mode = get_decoding_mode(config.decoding)
         self.stats = EngineStats()
         self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(loras.items())}
 
@@ -115,7 +115,7 @@ class EmotionEngine:
             ScoringItem(self.prompter.encode(prompt), self.prompter.space(label_set), self._loras.get(name))
             for prompt, label_set, name in zip(prompts, label_sets, names)
         ]
-        mode = get_mode(decoding) if decoding else self.mode
+        mode = get_decoding_mode(decoding) if decoding else self.mode
         order = list(range(n))
         if self.config.sort_prompts:
             # Prompts that share a prefix run next to each other, so its cached blocks are reused.

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field, replace
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError
 
-DECODING_MODES = ("scoring", "choice")
+
+def decoding_modes() -> tuple[str, ...]:
+    """The decoding modes' registry (`workers.decoding.MODES`)."""
+    from workers.decoding import MODES
+
+    return tuple(MODES)
+
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -43,15 +50,19 @@ class EngineConfig:
         "model folder or hub id (default: SmolLM2-135M-Instruct)"))
     adapters: dict[str, str] = field(default_factory=dict, metadata=field_help(
         "a PEFT LoRA adapter folder as NAME=PATH; repeat for several, the first is the default "
-        "(default: the shipped adapter with the default model)"))
-    default_adapter: str | None = field(default=None, metadata=field_help("the adapter a request naming none gets"))
+        "(default: the shipped adapter with the default model)", flag="--adapter", parse=parse_adapter_specs,
+        metavar="NAME=PATH"))
+    default_adapter: str | None = field(default=None, metadata=field_help(
+        "the adapter a request naming none gets (default: the first --adapter)"))
     enable_lora: bool = field(default=False, metadata=field_help("allow adapters added while running"))
     use_default_adapter: bool = field(default=True, metadata=field_help(
-        "serve the shipped adapter with the default model"))
-    merge_default_adapter: bool = field(default=True, metadata=field_help("on a CPU, serve the shipped adapter merged"))
+        "serve the bare model, not the shipped adapter", flag="--no-adapter"))
+    merge_default_adapter: bool = field(default=True, metadata=field_help(
+        "on a CPU, serve the shipped adapter through LoRA instead of merged into the model"))
     decoding: str = field(default="scoring", metadata=field_help(
-        "scoring: one forward pass over the label tokens; choice: constrained generation"))
-    context_turns: int = field(default=2, metadata=field_help("previous turns in the prompt"))
+        "scoring: one forward pass over the label tokens; choice: constrained generation", choices=decoding_modes))
+    context_turns: int = field(default=2, metadata=field_help("previous turns in the prompt", flag="--context",
+                                                              metavar="Z"))
     max_model_len: int = field(default=512, metadata=field_help("context window in tokens: prompt and answer"))
     max_lora_rank: int = field(default=16, metadata=field_help("the largest LoRA rank served"))
     max_loras: int = 4
@@ -68,17 +79,20 @@ class EngineConfig:
     seed: int = 0
 
     def with_default_adapter(self) -> EngineConfig:
-        """This config, serving the shipped adapter when it applies (default model, no adapters)."""
+        """As a command serves it: the first adapter given is the default, and with the default model
+        and none given, the shipped adapter is served (unless `use_default_adapter` is off)."""
         from workers.model_store import DEFAULT_ADAPTER, DEFAULT_MODEL, default_adapter_dir
 
+        if self.adapters:
+            return replace(self, default_adapter=self.default_adapter or next(iter(self.adapters)))
         shipped = default_adapter_dir()
-        if not self.use_default_adapter or self.adapters or self.model not in (None, "", DEFAULT_MODEL) or not shipped:
+        if not self.use_default_adapter or self.model not in (None, "", DEFAULT_MODEL) or not shipped:
             return self
         return replace(self, adapters={DEFAULT_ADAPTER: str(shipped)}, default_adapter=DEFAULT_ADAPTER)
 
     def __post_init__(self) -> None:
-        if self.decoding not in DECODING_MODES:
-            raise ConfigError(f"decoding: {self.decoding!r} is not one of {', '.join(DECODING_MODES)}")
+        if self.decoding not in decoding_modes():
+            raise ConfigError(f"decoding: {self.decoding!r} is not one of {', '.join(decoding_modes())}")
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}")
         for name in ("max_model_len", "max_lora_rank", "max_loras", "max_num_seqs", "tensor_parallel_size"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from workers.engine_config import EngineConfig
@@ -22,7 +23,8 @@ class PoolConfig:
     """
 
     engines: int = field(default=1, metadata={"help": "engine actors (one GPU each on GPU nodes)"})
-    max_inflight_per_engine: int = field(default=2, metadata={"help": "batches in flight per engine"})
+    max_inflight_per_engine: int = field(default=2, metadata=field_help("batches in flight per engine",
+                                                                        flag="--max-inflight"))
     gpus_per_engine: float | None = field(default=None, metadata={
         "help": "GPUs per engine (default: 1 when the Ray cluster has GPUs, else 0)"})
     cpus_per_engine: float = field(default=1.0, metadata={"help": "CPUs Ray reserves per engine actor"})
@@ -59,6 +61,7 @@ class EnginePool:
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.config = config
+        self.context_turns = engine_config.context_turns
         self.actors = ActorSet(EngineActor, (engine_config,), config.engines,
                                dict(num_cpus=config.cpus_per_engine, num_gpus=gpus,
                                     max_concurrency=config.max_inflight_per_engine + 4),

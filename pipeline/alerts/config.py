@@ -45,6 +45,10 @@ class AlertsConfig:
     def dead_letter_stream(self) -> str:
         return f"{self.alerts_stream}:dead"
 
+    def redis_keys(self) -> tuple[str, ...]:
+        """The keys that must be streams (or absent) before the consumer starts."""
+        return (self.labels_stream, self.alerts_stream, self.dead_letter_stream)
+
     def __post_init__(self) -> None:
         check_redis_url(self.redis_url)
         for name in ("labels_stream", "alerts_stream", "group", "consumer"):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pipeline.alerts.config import AlertsConfig
 from pipeline.alerts.episodes import ConversationState, LabelView, apply, label_view
 from pipeline.alerts.rules import Rule
 from pipeline.core.wire import AlertMessage, DeadLetter, LabelMessage, original_payload
-from pipeline.stream.group_reader import Entry, GroupReader
+from pipeline.stream.group_reader import Entry, GroupReader, ReadOrder
 from pipeline.stream.redis_retry import RedisRetry
 
 log = logging.getLogger("dialoguellm.alerts")
@@ -64,19 +63,12 @@ class AlertsConsumer:
         await self._redis(self.reader.ensure_group, stop)
         log.info("alerts started", extra={"stream": self.config.labels_stream, "group": self.config.group,
                                           "consumer": self.config.consumer, "rules": [r.name for r in self.rules]})
-        own_pending, next_claim = True, 0.0
+        order = ReadOrder(self.reader, self.config.claim_interval_ms)
         size = self.config.batch_size
         while not stop.is_set():
-            entries: list[Entry] = []
-            if own_pending:  # what this consumer name was given before a restart comes first
-                entries = await self._redis(lambda: self.reader.read(size, None, pending=True), stop) or []
-                own_pending = bool(entries)
-            elif time.monotonic() >= next_claim:
-                entries = await self._redis(lambda: self.reader.claim(size), stop) or []
-                wait_s = 0 if self.reader.more_to_claim else self.config.claim_interval_ms / 1000
-                next_claim = time.monotonic() + wait_s
-            if not entries and not own_pending:
-                entries = await self._redis(lambda: self.reader.read(size, _IDLE_BLOCK_MS), stop) or []
+            entries = await order.next(lambda: self._redis(lambda: self.reader.read(size, None, pending=True), stop),
+                                       lambda: self._redis(lambda: self.reader.claim(size), stop),
+                                       lambda: self._redis(lambda: self.reader.read(size, _IDLE_BLOCK_MS), stop))
             if entries:
                 await self._redis(lambda: self.commit(entries))
             await self._redis(self.release_due)
@@ -114,38 +106,30 @@ class AlertsConsumer:
 
     async def _transaction(self, by_conversation: dict[str, list[LabelView]], ack_ids: list[str],
                            dead: list[DeadLetter]) -> None:
-        from redis.exceptions import WatchError
-
         conversations = list(by_conversation)
         keys = [self.state_key(c) for c in conversations]
-        while True:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    if keys:
-                        await pipe.watch(*keys)
-                        stored = await pipe.mget(keys)
-                    else:
-                        stored = []
-                    now_ms = await self._server_ms()
-                    pipe.multi()
-                    alerts: list[AlertMessage] = []
-                    late = 0
-                    for conversation, key, raw in zip(conversations, keys, stored, strict=True):
-                        state = ConversationState.from_bytes(raw)
-                        late_before = state.late
-                        alerts += self._evaluate(pipe, conversation, key, state, by_conversation[conversation],
-                                                 now_ms)
-                        late += state.late - late_before
-                    for alert in alerts:
-                        pipe.xadd(self.config.alerts_stream, alert.encode())
-                    for letter in dead:
-                        pipe.xadd(self.config.dead_letter_stream, letter.encode())
-                    if ack_ids:
-                        pipe.xack(self.config.labels_stream, self.config.group, *ack_ids)
-                    await pipe.execute()
-                except WatchError:
-                    continue  # another consumer changed one of these conversations: evaluate again
-            break
+
+        async def evaluate(pipe: Any) -> tuple[list[AlertMessage], int]:
+            # Run again by redis-py's `transaction` when another consumer changed one of these states.
+            stored = await pipe.mget(keys) if keys else []
+            now_ms = await self._server_ms()
+            pipe.multi()
+            alerts: list[AlertMessage] = []
+            late = 0
+            for conversation, key, raw in zip(conversations, keys, stored, strict=True):
+                state = ConversationState.from_bytes(raw)
+                late_before = state.late
+                alerts += self._evaluate(pipe, conversation, key, state, by_conversation[conversation], now_ms)
+                late += state.late - late_before
+            for alert in alerts:
+                pipe.xadd(self.config.alerts_stream, alert.encode())
+            for letter in dead:
+                pipe.xadd(self.config.dead_letter_stream, letter.encode())
+            if ack_ids:
+                pipe.xack(self.config.labels_stream, self.config.group, *ack_ids)
+            return alerts, late
+
+        alerts, late = await self.redis.transaction(evaluate, *keys, value_from_callable=True)
         self.counts.late += late
         for alert in alerts:
             self.counts.closed += alert.closed
@@ -194,13 +178,6 @@ async def run_alerts(config: AlertsConfig, rules: Sequence[Rule], stop: asyncio.
 
 def alerts_until_signal(config: AlertsConfig, rules: Sequence[Rule]) -> AlertsCounts:
     """`dialoguellm alerts`: evaluate until SIGTERM or SIGINT, then commit the batch in hand and return."""
-    import signal
+    from pipeline.core.signals import until_signal
 
-    async def main() -> AlertsCounts:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        return await run_alerts(config, rules, stop)
-
-    return asyncio.run(main())
+    return until_signal(lambda stop: run_alerts(config, rules, stop))

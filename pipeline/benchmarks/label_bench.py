@@ -26,13 +26,14 @@ def run_label_benchmark(engine_config: Any, manifest: str, limit: int | None = N
     from pipeline.labelling.job import LabelJob, prepare, run_label_job
     from pipeline.labelling.stages import label_requests
     from workers.engine import EmotionEngine
+    from workers.video.actors import VideoPoolConfig
 
     folder = Path(tempfile.mkdtemp(prefix="dialoguellm-bench-label-"))
     if limit:
         lines = Path(manifest).read_text(encoding="utf-8").splitlines()
         (folder / "manifest.csv").write_text("\n".join(lines[: limit + 1]) + "\n", encoding="utf-8")
         manifest = str(folder / "manifest.csv")
-    job = LabelJob(manifest=manifest, out=str(folder / "labels.parquet"), describer="none")
+    job = LabelJob(manifest=manifest, out=str(folder / "labels.parquet"), video=VideoPoolConfig(describer="none"))
     _, rows = prepare(job, engine_config.context_turns)
     rows["_description"] = None
     requests = label_requests(rows, job.label_set)

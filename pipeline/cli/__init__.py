@@ -1,8 +1,9 @@
 """The `dialoguellm` command: one subcommand per flow, errors as one line and a non-zero exit.
 
-`COMMANDS` is the whole map: each name, its help, the function that declares its flags and its
-handler. A handler calls `preflight(args)` (every pre-start check, in one place), gets typed
-configs back and hands them to the flow; the argparse namespace never leaves this package.
+`COMMANDS` is the whole map: each name, its help, the config dataclass it takes and its handler
+(for `bench`, a map of its own). The flags are generated from the config's fields
+(`pipeline.cli.flags`); a handler gets the typed config, runs `preflight` on it and hands it to
+the flow. The argparse namespace never leaves this module.
 """
 
 from __future__ import annotations
@@ -10,59 +11,82 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any, Union
 
-from pipeline.cli import alerts, bench, evaluate, label, stream, train, video, watch
-from pipeline.core import envs
+from pipeline.cli import alerts, bench, configs, evaluate, label, stream, train, video, watch
+from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
+from pipeline.core.logs import quiet_libraries
+from pipeline.watch.config import WatchConfig
 
 EXIT_USAGE = 2
 
-Flags = Callable[[argparse.ArgumentParser], None]
-Handler = Callable[[argparse.Namespace], int]
+Command = tuple[str, type, Callable[[Any], int]]
+Group = tuple[str, dict[str, Command]]
 
-COMMANDS: dict[str, tuple[str, Flags, Handler | None]] = {
-    "eval": ("evaluate on a dataset split; write a JSON report and a PNG", evaluate.eval_flags, evaluate.run_eval),
-    "train": ("fine-tune a LoRA adapter with Ray Train (see training/configs/)", train.train_flags, train.run_train),
-    "serve": ("label turns from a Redis stream until SIGTERM", stream.serve_flags, stream.run_serve),
-    "push": ("send a conversation file (MELD CSV or JSONL) turn by turn to the input stream",
-             stream.push_flags, stream.run_push),
-    "tail": ("print labels from the output stream as they arrive", stream.tail_flags, stream.run_tail),
+COMMANDS: dict[str, Union[Command, Group]] = {
+    "eval": ("evaluate on a dataset split; write a JSON report and a PNG", configs.EvalConfig, evaluate.run_eval),
+    "train": ("fine-tune a LoRA adapter with Ray Train (see training/configs/)", configs.TrainRunConfig,
+              train.run_train),
+    "serve": ("label turns from a Redis stream until SIGTERM", configs.ServeConfig, stream.run_serve),
+    "push": ("send a conversation file (MELD CSV or JSONL) turn by turn to the input stream", configs.PushConfig,
+             stream.run_push),
+    "tail": ("print labels from the output stream as they arrive", configs.TailConfig, stream.run_tail),
     "demo": ("the streaming worker end to end: push a MELD test conversation, print its labels as they arrive, stop",
-             stream.demo_flags, stream.run_demo),
-    "replay": ("put dead-lettered entries back on the input stream (after a fix)", stream.replay_flags,
+             configs.DemoConfig, stream.run_demo_command),
+    "replay": ("put dead-lettered entries back on the input stream (after a fix)", configs.ReplayConfig,
                stream.run_replay),
-    "describe": ("describe a video segment in words (as the prompt gets it)", video.describe_flags,
+    "describe": ("describe a video segment in words (as the prompt gets it)", configs.DescribeConfig,
                  video.run_describe),
     "label": ("label a manifest of turns (CSV, JSONL, Parquet; MELD's CSV as it is) into a Parquet folder, "
-              "with Ray Data; rerun to resume", label.label_flags, label.run_label),
+              "with Ray Data; rerun to resume", configs.LabelConfig, label.run_label),
     "alerts": ("evaluate escalation rules over the labels stream and write alerts, until SIGTERM",
-               alerts.alerts_flags, alerts.run_alerts),
+               configs.AlertsRunConfig, alerts.run_alerts_command),
     "watch": ("a live web page of the conversations being labelled, riskiest first, for supervisors",
-              watch.watch_flags, watch.run_watch),
-    # Each benchmark declares its own handler (bench engine | train | stream | label | video).
-    "bench": ("benchmarks: our path and its baseline side by side", bench.bench_flags, None),
+              WatchConfig, watch.run_watch),
+    "bench": ("benchmarks: our path and its baseline side by side", bench.BENCHMARKS),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line, like every other error of the command."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"dialoguellm: error: {self.prog}: {message}\n")
+
+
+def _add(sub: Any, name: str, help_text: str, config: type, handler: Callable[[Any], int]) -> None:
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    add_config_flags(p, config)
+    p.set_defaults(_config=config, _handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dialoguellm", description="Emotion recognition in conversation with a LoRA-tuned LLM."
     )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's and vLLM's own INFO and WARNING lines (default: ours only)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, declare, handler) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
-        declare(p)
-        if handler is not None:
-            p.set_defaults(run=handler)
+    for name, entry in COMMANDS.items():
+        if isinstance(entry[1], dict):
+            help_text, members = entry
+            group = sub.add_parser(name, help=help_text).add_subparsers(dest="member", required=True,
+                                                                         metavar=name.upper())
+            for member, (member_help, config, handler) in members.items():
+                _add(group, member, member_help, config, handler)
+        else:
+            _add(sub, name, *entry)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # vLLM logs every engine step detail at INFO on stdout; our commands print their own results.
-    envs.set_default("VLLM_LOGGING_LEVEL", "WARNING")
     args = build_parser().parse_args(argv)
+    quiet_libraries(verbose=args.verbose)
+    config = None
     try:
-        return int(args.run(args) or 0)
+        config = config_from_args(args._config, args)
+        return int(args._handler(config) or 0)
     except DialogueLLMError as e:
         print(f"dialoguellm: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -75,5 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pipeline.stream.redis_checks import describe_error
 
         # A Redis reply error while running (a key replaced, memory full): one line, no password.
-        print(f"dialoguellm: error: {describe_error(e, getattr(args, 'redis_url', None))}", file=sys.stderr)
+        print(f"dialoguellm: error: {describe_error(e, _redis_url(config))}", file=sys.stderr)
         return 1
+
+
+def _redis_url(config: Any) -> str | None:
+    from pipeline.cli.preflight import UsesRedis, parts
+
+    return next((p.redis_url for p in parts(config) if isinstance(p, UsesRedis)), None) if config else None

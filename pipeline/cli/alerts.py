@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-
-from pipeline.cli import flags
-from pipeline.cli.configs import ALERTS_FIELDS
+from pipeline.cli.configs import AlertsRunConfig
 from pipeline.cli.preflight import preflight
 
 
-def alerts_flags(p: argparse.ArgumentParser) -> None:
-    from pipeline.alerts.config import AlertsConfig
-
-    flags.redis_flag(p)
-    p.add_argument("--rules", required=True, metavar="FILE",
-                   help="escalation rules (YAML; see the README's 'Alerts' section)")
-    g = p.add_argument_group("streams")
-    for name in ALERTS_FIELDS:
-        flags.field_flag(g, AlertsConfig, name)
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
-
-
-def run_alerts(args: argparse.Namespace) -> int:
+def run_alerts_command(config: AlertsRunConfig) -> int:
     from pipeline.alerts.consumer import alerts_until_signal
+    from pipeline.alerts.rules import load_rules
     from pipeline.core.logs import setup_logging
 
-    setup_logging(args.log_format)
-    checked = preflight(args)
-    alerts_until_signal(checked.alerts, checked.rules)
+    setup_logging(config.log_format)
+    rules = load_rules(config.rules)
+    preflight(config)
+    alerts_until_signal(config.alerts, rules)
     return 0

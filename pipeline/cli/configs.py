@@ -1,104 +1,325 @@
-"""Parsed flags to typed configs: the only place that reads the argparse namespace's fields.
+"""One typed config per command, composed of the flows' and workers' own configs.
 
-Each builder validates as the dataclass does (a bad value names its field) and leaves out what a
-command's parser did not declare, so the config's own default applies.
+Each is a frozen dataclass: its documented fields are the command's flags (see
+`pipeline.cli.flags`), its sub-configs groups of flags, and its `__post_init__` hands a setting the
+command defines once to every part that uses it (e.g. the Ray address to the engine and video
+pools). A bad value fails when the config is built, naming the field.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from pipeline.alerts.config import AlertsConfig
+from pipeline.core.config_fields import field_help
+from pipeline.core.datasets import DATASETS, SPLITS
+from pipeline.core.errors import ConfigError
+from pipeline.core.labels import LABEL_SETS
+from pipeline.labelling.job import LabelJob
+from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, StreamConfig, redis_url_field
+from workers.engine_config import EngineConfig
+from workers.engine_pool import PoolConfig
+from workers.video.actors import VideoPoolConfig
 
-def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
-    """The flags among `names` this command declared and the user (or its default) set."""
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-
-
-def engine_config(args: argparse.Namespace) -> Any:
-    """The `EngineConfig`, serving the shipped adapter when it applies."""
-    from workers.engine_config import EngineConfig, parse_adapter_specs
-
-    adapters = parse_adapter_specs(getattr(args, "adapters", None))
-    return EngineConfig(
-        adapters=adapters, default_adapter=next(iter(adapters), None),
-        use_default_adapter=getattr(args, "use_default_adapter", True),
-        **_given(args, "model", "decoding", "context_turns", "max_model_len", "max_lora_rank", "kv_cache_gib"),
-    ).with_default_adapter()
+LOG_FORMATS = ("json", "text")
+DEFAULT_RECIPE = Path(__file__).resolve().parents[2] / "training" / "configs" / "smollm2-135m-cpu.yaml"
 
 
-def pool_config(args: argparse.Namespace) -> Any:
-    from workers.engine_pool import PoolConfig
-
-    return PoolConfig(**_given(args, "engines", "max_inflight_per_engine", "gpus_per_engine", "cpus_per_engine",
-                               "ray_address", "startup_timeout_s"))
+def data_field() -> Any:
+    return field(default=None, metadata=field_help(
+        "data root, dataset folder or file (default: $DIALOGUELLM_DATA or ../shared/data)"))
 
 
-def decode_config(args: argparse.Namespace) -> Any:
-    from workers.video.decoder import DecodeConfig
-
-    return DecodeConfig(**_given(args, "frames", "mode"))
+def json_field() -> Any:
+    return field(default=False, metadata=field_help("end with one JSON line of the figures"))
 
 
-def video_config(args: argparse.Namespace) -> Any:
-    """The `VideoPoolConfig`, or None when the describer is `none`."""
-    from workers.video.actors import VideoPoolConfig
-
-    if getattr(args, "describer", "none") == "none":
-        return None
-    return VideoPoolConfig(
-        describer=args.describer, actors=getattr(args, "video_actors", None) or 1, decode=decode_config(args),
-        options=describer_options(args), ray_address=getattr(args, "ray_address", None),
-        startup_timeout_s=getattr(args, "startup_timeout_s", None) or 120.0,
-    )
+def log_format_field() -> Any:
+    return field(default="json", metadata=field_help("log lines as JSON objects or as text", choices=LOG_FORMATS))
 
 
-def describer_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.vlm_model} if getattr(args, "describer", None) == "vlm" else {}
+def label_set_field(default: str | None, what: str) -> Any:
+    return field(default=default, metadata=field_help(what, choices=lambda: tuple(LABEL_SETS)))
 
 
-def stream_config(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The `StreamConfig` (its context as the engine's, its in-flight limit as the pool's)."""
-    from pipeline.stream.config import StreamConfig
-
-    fields = _given(args, "in_stream", "out_stream", "dead_stream", "group", "consumer", "batch_size",
-                    "batch_wait_ms", "claim_idle_ms", "claim_interval_ms", "max_deliveries",
-                    "max_inflight_per_engine", "max_text_chars", "context_turns", "context_ttl_s", "metrics_port")
-    fields.update({"redis_url": args.redis_url, **overrides})
-    return StreamConfig(**fields)
+def _positive(config: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name}: must be > 0, got {value}")
 
 
-ALERTS_FIELDS = ("labels_stream", "alerts_stream", "group", "consumer", "batch_size", "reorder_wait_ms",
-                 "claim_idle_ms", "claim_interval_ms", "state_ttl_s")
+def _engine_served(config: Any) -> None:
+    """The engine as a command serves it (see `EngineConfig.with_default_adapter`)."""
+    object.__setattr__(config, "engine", config.engine.with_default_adapter())
 
 
-def alerts_config(args: argparse.Namespace) -> Any:
-    from pipeline.alerts.config import AlertsConfig
-
-    return AlertsConfig(**_given(args, "redis_url", *ALERTS_FIELDS))
-
-
-WATCH_FIELDS = ("labels_stream", "alerts_stream", "host", "port", "token", "show_text", "window_min", "keep_turns")
+def _video_on_pool(config: Any) -> None:
+    """The video actors join the same Ray cluster, with the same start-up deadline, as the engines."""
+    object.__setattr__(config, "video", dataclasses.replace(
+        config.video, ray_address=config.pool.ray_address, startup_timeout_s=config.pool.startup_timeout_s))
 
 
-def watch_config(args: argparse.Namespace) -> Any:
-    """The `WatchConfig` (the token from $DIALOGUELLM_WATCH_TOKEN when not given)."""
-    from pipeline.core import envs
-    from pipeline.watch.config import TOKEN_ENV, WatchConfig
+@dataclass(frozen=True)
+class EvalConfig:
+    """`dialoguellm eval`."""
 
-    given = {name: getattr(args, name) for name in WATCH_FIELDS}
-    given["token"] = given["token"] or envs.read(TOKEN_ENV)
-    return WatchConfig(redis_url=args.redis_url, in_stream=args.text_stream, **given)
+    dataset: str = field(metadata=field_help("the dataset", choices=lambda: tuple(DATASETS)))
+    split: str = field(default="test", metadata=field_help("the split", choices=SPLITS))
+    data: str | None = data_field()
+    label_set: str | None = label_set_field(None, "label set of a jsonl dataset (default: meld)")
+    limit: int | None = field(default=None, metadata=field_help("evaluate the first N labelled turns"))
+    batch_size: int = field(default=256, metadata=field_help("turns per engine call"))
+    report: str = field(default="report.json", metadata=field_help(
+        "where the JSON report goes; the PNG lands beside it"))
+    baseline: str | None = field(default=None, metadata=field_help(
+        "evaluate a baseline instead of the LLM: MiniLM-L6 embeddings + logistic regression, fitted on the "
+        "dataset's train split (utterance only)", choices=("minilm",)))
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit", "batch_size")
+        _engine_served(self)
 
 
-def label_job(args: argparse.Namespace) -> Any:
-    from pipeline.labelling.job import LabelJob
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """`dialoguellm train`."""
 
-    video = video_config(args)
-    return LabelJob(
-        manifest=args.manifest, out=args.out, video_root=args.video_root, label_set=args.label_set,
-        describer=args.describer, decode=decode_config(args), describer_options=describer_options(args),
-        cache_dir=args.cache_dir, engines=args.engines, video_actors=video.actors if video else 1,
-        batch_size=args.batch_size, rows_per_file=args.rows_per_file, gpus_per_engine=args.gpus_per_engine,
-        ray_address=args.ray_address,
-    )
+    config: str = field(metadata=field_help("YAML training config (see training/configs/)"))
+    storage: str | None = field(default=None, metadata=field_help("Ray Train storage path (default: beside output_dir)"))
+    resume: str | None = field(default=None, metadata=field_help(
+        "continue exactly from a step checkpoint (<storage>/<run>/local-checkpoints/last-step)", metavar="DIR"))
+    overwrite: bool = field(default=False, metadata=field_help("replace an output_dir this command did not write"))
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """`dialoguellm serve`: streams, engine pool, engine and video."""
+
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    video: VideoPoolConfig = field(default_factory=VideoPoolConfig)
+    log_format: str = log_format_field()
+
+    def __post_init__(self) -> None:
+        _engine_served(self)
+        _video_on_pool(self)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`dialoguellm demo`: one MELD test conversation through the streaming worker."""
+
+    conversation: str = field(default="1", metadata=field_help("MELD test Dialogue_ID"))
+    watch: int | None = field(default=None, metadata=field_help(
+        "serve the watch page at http://127.0.0.1:PORT/ (default port 8765) while the demo runs", const=8765,
+        metavar="PORT"))
+    data: str | None = data_field()
+    stream: StreamConfig = field(default_factory=lambda: StreamConfig(claim_interval_ms=1000))
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _engine_served(self)
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """`dialoguellm push`."""
+
+    file: str = field(metadata=field_help("a MELD-layout .csv or a .jsonl file of turns", positional=True))
+    redis_url: str = redis_url_field()
+    stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help("input stream"))
+    conversation: tuple[str, ...] = field(default=(), metadata=field_help(
+        "only this conversation id (repeatable)", metavar="ID"))
+    rate: float | None = field(default=None, metadata=field_help("turns per second (default: as fast as possible)"))
+    label_set: str | None = label_set_field(None, "label set of a .jsonl file (default: meld)")
+    adapter: str | None = field(default=None, metadata=field_help(
+        "adapter name to ask for (one the worker was started with)"))
+
+    def __post_init__(self) -> None:
+        _positive(self, "rate")
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+
+@dataclass(frozen=True)
+class TailConfig:
+    """`dialoguellm tail`."""
+
+    redis_url: str = redis_url_field()
+    stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("output stream"))
+    from_start: bool = field(default=False, metadata=field_help("print the labels already there first"))
+    count: int | None = field(default=None, metadata=field_help("stop after this many labels"))
+    idle_timeout: float | None = field(default=None, metadata=field_help(
+        "stop when no label came for this many seconds"))
+    json: bool = field(default=False, metadata=field_help("one JSON object a line"))
+
+    def __post_init__(self) -> None:
+        _positive(self, "count", "idle_timeout")
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return (self.stream,)
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """`dialoguellm replay`."""
+
+    redis_url: str = redis_url_field()
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help("input stream"))
+    dead_stream: str | None = field(default=None, metadata=field_help("dead-letter stream (default: IN_STREAM:dead)"))
+    ids: tuple[str, ...] = field(default=(), metadata=field_help(
+        "only the entry with this source_id (repeatable)", flag="--id", metavar="SOURCE_ID"))
+    error_contains: str | None = field(default=None, metadata=field_help(
+        "only entries whose error contains TEXT", metavar="TEXT"))
+    dry_run: bool = field(default=False, metadata=field_help("list what would be replayed, change nothing"))
+
+    @property
+    def dead_letter_stream(self) -> str:
+        return self.dead_stream or f"{self.in_stream}:dead"
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return (self.dead_letter_stream, self.in_stream)
+
+
+@dataclass(frozen=True)
+class DescribeConfig:
+    """`dialoguellm describe`."""
+
+    uri: str = field(metadata=field_help("a video file or any URL FFmpeg reads", positional=True))
+    start: float = field(metadata=field_help("seconds"))
+    end: float = field(metadata=field_help("seconds"))
+    json: bool = field(default=False, metadata=field_help("the description, its cues and timings as JSON"))
+    video: VideoPoolConfig = field(default_factory=VideoPoolConfig)
+
+    def __post_init__(self) -> None:
+        if not self.video.enabled:
+            raise ConfigError("describer: 'none' describes nothing; pick cpu or vlm")
+        if self.end <= self.start:
+            raise ConfigError(f"end: must be after start ({self.start}), got {self.end}")
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """`dialoguellm label`: a manifest of turns labelled into a Parquet folder with Ray Data."""
+
+    job: LabelJob
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    json: bool = json_field()
+
+    def __post_init__(self) -> None:
+        _engine_served(self)
+
+
+@dataclass(frozen=True)
+class AlertsRunConfig:
+    """`dialoguellm alerts`."""
+
+    rules: str = field(metadata=field_help("escalation rules (YAML; see the README's 'Alerts' section)",
+                                           metavar="FILE"))
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    log_format: str = log_format_field()
+
+
+@dataclass(frozen=True)
+class BenchEngineConfig:
+    """`dialoguellm bench engine`."""
+
+    limit: int = field(default=128, metadata=field_help("MELD test turns to time"))
+    levers: bool = field(default=True, metadata=field_help(
+        "skip the second engine start that measures prefix caching off", flag="--no-levers"))
+    data: str | None = data_field()
+    json: bool = json_field()
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit")
+        _engine_served(self)
+
+
+@dataclass(frozen=True)
+class BenchTrainConfig:
+    """`dialoguellm bench train`."""
+
+    device: str | None = field(default=None, metadata=field_help(
+        "default: cuda when a GPU is visible, else cpu", choices=("cpu", "cuda")))
+    limit: int = field(default=256, metadata=field_help("MELD train examples, one epoch each"))
+    batch_size: int = field(default=16, metadata=field_help("examples per step"))
+    recipe: str = field(default=str(DEFAULT_RECIPE), metadata=field_help(
+        "training config whose model, LoRA and objective the fast loop uses (default: the shipped adapter's)"))
+    shape: str | None = field(default=None, metadata=field_help(
+        "time a model of this shape with random weights instead of the recipe's model",
+        choices=("llama2-7b", "smollm2-135m")))
+    workdir: str | None = field(default=None, metadata=field_help(
+        "where a random model is written (default: the temp folder)"))
+    data: str | None = data_field()
+    json: bool = json_field()
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit", "batch_size")
+
+
+@dataclass(frozen=True)
+class BenchStreamConfig:
+    """`dialoguellm bench stream`."""
+
+    limit: int | None = field(default=None, metadata=field_help("MELD test turns (default: all 2,610)"))
+    rate: float | None = field(default=None, metadata=field_help("push at this many turns/s (default: all at once)"))
+    data: str | None = data_field()
+    json: bool = json_field()
+    stream: StreamConfig = field(default_factory=lambda: StreamConfig(batch_size=128))
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit", "rate")
+        _engine_served(self)
+
+
+@dataclass(frozen=True)
+class BenchLabelConfig:
+    """`dialoguellm bench label`."""
+
+    limit: int | None = field(default=None, metadata=field_help("first N MELD test rows (default: all 2,610)"))
+    data: str | None = data_field()
+    json: bool = json_field()
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit")
+        _engine_served(self)
+
+
+@dataclass(frozen=True)
+class BenchVideoConfig:
+    """`dialoguellm bench video`."""
+
+    clips: int = field(default=4, metadata=field_help("generated clips of 30 s"))
+    workdir: str | None = field(default=None, metadata=field_help(
+        "where the clips are written (default: the temp folder)"))
+    json: bool = json_field()
+
+    def __post_init__(self) -> None:
+        _positive(self, "clips")
+
+
+@dataclass(frozen=True)
+class BenchWatchConfig:
+    """`dialoguellm bench watch`."""
+
+    conversations: int = field(default=2000, metadata=field_help("active conversations on the page"))
+    baseline: int = field(default=20, metadata=field_help("active conversations of the baseline run"))
+    turns: int = field(default=10, metadata=field_help("labelled turns per conversation"))
+    updates: int = field(default=20, metadata=field_help("labels timed from XADD to the page"))
+    redis_url: str = redis_url_field()
+    json: bool = json_field()
+
+    def __post_init__(self) -> None:
+        _positive(self, "conversations", "baseline", "turns", "updates")

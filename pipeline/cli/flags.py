@@ -1,104 +1,132 @@
-"""The flag groups commands share, each flag's default and help taken from its config field.
+"""Flags generated from a command's config dataclass, and the config built back from them.
 
-One source of defaults, as vLLM's `EngineArgs.add_cli_args`: a flag is declared here once, against
-the dataclass field it fills (`EngineConfig.max_model_len` -> `--max-model-len`), and reads its
-default, type and help from that field. `pipeline.cli.configs` turns the parsed flags back into
-the typed configs; the argparse namespace goes no further.
+One source of defaults, as vLLM's `EngineArgs.add_cli_args`: every field documented with
+`field_help` becomes a flag whose type comes from its type hint, its default from the field (or
+from the composite's own default for a sub-config), its choices from the registry the field names
+and its help from the field. A field whose type is a config dataclass is a group of flags.
+`config_from_args` takes exactly those fields back; nothing else reads the argparse namespace.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
+import typing
+from collections.abc import Iterator
 from typing import Any
 
-from pipeline.stream.config import StreamConfig
-from workers.engine_config import DECODING_MODES, EngineConfig
-from workers.engine_pool import PoolConfig
-from workers.video.actors import VideoPoolConfig
-from workers.video.decoder import DecodeConfig
-from workers.video.modes import MODES
-
-DESCRIBERS = ("cpu", "vlm", "none")
-DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
-_TYPES = {"int": int, "float": float, "str": str}
+_SCALARS = (int, float, str)
 
 
-def field_flag(group: Any, cls: type, name: str, flag: str | None = None, **overrides: Any) -> None:
-    """Declare `flag` (default `--field-name`) for `cls.name`: default, type and help from the field."""
-    f = {x.name: x for x in dataclasses.fields(cls)}[name]
-    default = f.default if f.default is not dataclasses.MISSING else None
-    kind = _TYPES.get(str(f.type).split(" |")[0])
-    text = f.metadata.get("help", "")
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """(the type inside `X | None`, whether None is allowed)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def _sub_config(hint: Any) -> type | None:
+    inner, _ = _unwrap(hint)
+    return inner if isinstance(inner, type) and dataclasses.is_dataclass(inner) else None
+
+
+def _documented(cls: type) -> Iterator[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if _sub_config(hints[f.name]) is not None or "help" in f.metadata:
+            yield f, hints[f.name]
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, _prefix: str = "", _base: Any = None,
+                     _group: Any = None) -> None:
+    """Declare a flag for every documented field of `cls`, a group for every sub-config."""
+    target = _group or parser
+    for f, hint in _documented(cls):
+        dest = _prefix + f.name
+        sub = _sub_config(hint)
+        if sub is not None:
+            base = getattr(_base, f.name, None) if _base is not None else _field_default(f)
+            title = (sub.__doc__ or f.name).strip().splitlines()[0].rstrip(".:")
+            group = parser.add_argument_group(f"{f.name}: {title}")
+            add_config_flags(parser, sub, _prefix=dest + ".", _base=base, _group=group)
+            continue
+        default = _flag_default(f, _base)
+        _add(target, f, hint, dest, default)
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _flag_default(f: dataclasses.Field, base: Any) -> Any:
+    """The field's plain default, or the composite's value for it; None for a computed default."""
+    if f.default is dataclasses.MISSING:
+        return None
+    return getattr(base, f.name) if base is not None else f.default
+
+
+def _add(group: Any, f: dataclasses.Field, hint: Any, dest: str, default: Any) -> None:
+    meta = f.metadata
+    kind, optional = _unwrap(hint)
+    text = meta["help"]
+    options: dict[str, Any] = {"help": text}
+    choices = meta.get("choices")
+    if callable(choices):
+        choices = choices()
+    if choices is not None:
+        options["choices"] = list(choices)
+    required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    if meta.get("positional"):
+        group.add_argument(dest, metavar=f.name, type=kind if kind in _SCALARS else str, **options)
+        return
+    flag = _flag_name(f)
+    if kind is bool:
+        on = not default
+        flag = meta.get("flag") or (flag if on else "--no-" + f.name.replace("_", "-"))
+        group.add_argument(flag, dest=dest, action="store_true" if on else "store_false", default=default,
+                           help=text)
+        return
+    if "parse" in meta or typing.get_origin(kind) in (list, tuple, dict):
+        options.update(action="append", type=str, metavar=meta.get("metavar", f.name.upper()))
+        group.add_argument(flag, dest=dest, default=None, **options)
+        return
+    if kind not in _SCALARS:
+        raise TypeError(f"{f.name}: no flag for type {hint!r}")
     if default is not None and "default:" not in text:
-        text += " (default: %(default)s)"
-    flag = flag or "--" + name.replace("_", "-")
-    options: dict[str, Any] = dict(dest=name, default=default, help=text)
-    if kind is not None:
-        options.update(type=kind, metavar=flag.lstrip("-").replace("-", "_").upper())
-    options.update(overrides)
-    group.add_argument(flag, **options)
+        options["help"] = text + " (default: %(default)s)"
+    if "const" in meta:
+        options.update(nargs="?", const=meta["const"])
+    metavar = meta.get("metavar", None if choices is not None else f.name.upper())
+    group.add_argument(flag, dest=dest, type=kind, default=default, required=required and not optional,
+                       metavar=metavar, **options)
 
 
-def model_flags(p: argparse.ArgumentParser) -> None:
-    """The model and engine: every command that runs the model."""
-    g = p.add_argument_group("model")
-    field_flag(g, EngineConfig, "model")
-    field_flag(g, EngineConfig, "adapters", "--adapter", action="append", metavar="NAME=PATH", type=str)
-    g.add_argument("--no-adapter", dest="use_default_adapter", action="store_false",
-                   help="serve the bare model, not the shipped adapter")
-    field_flag(g, EngineConfig, "decoding", choices=DECODING_MODES)
-    field_flag(g, EngineConfig, "context_turns", "--context", metavar="Z")
-    field_flag(g, EngineConfig, "max_model_len")
-    field_flag(g, EngineConfig, "max_lora_rank")
-    field_flag(g, EngineConfig, "kv_cache_gib")
-
-
-def pool_flags(p: argparse.ArgumentParser) -> None:
-    """The engine and video actors in Ray."""
-    g = p.add_argument_group("pool")
-    field_flag(g, PoolConfig, "engines")
-    field_flag(g, PoolConfig, "max_inflight_per_engine", "--max-inflight")
-    field_flag(g, PoolConfig, "gpus_per_engine")
-    field_flag(g, PoolConfig, "cpus_per_engine")
-    field_flag(g, PoolConfig, "ray_address")
-    field_flag(g, PoolConfig, "startup_timeout_s")
-    field_flag(g, VideoPoolConfig, "actors", "--video-actors", dest="video_actors")
-
-
-def video_flags(p: argparse.ArgumentParser) -> None:
-    """How a turn's video becomes words."""
-    g = p.add_argument_group("video")
-    field_flag(g, VideoPoolConfig, "describer", choices=DESCRIBERS)
-    field_flag(g, DecodeConfig, "frames")
-    field_flag(g, DecodeConfig, "mode", "--sampling", choices=MODES)
-    g.add_argument("--vlm-model", default=DEFAULT_VLM, help="the vlm describer's model (default: %(default)s)")
-
-
-def redis_flag(p: argparse.ArgumentParser) -> None:
-    field_flag(p, StreamConfig, "redis_url", "--redis", metavar="URL")
-
-
-def stream_flags(p: argparse.ArgumentParser) -> None:
-    """Where turns come from and labels go, and how the worker batches and claims."""
-    redis_flag(p)
-    g = p.add_argument_group("streams")
-    for name in ("in_stream", "out_stream", "dead_stream", "group", "consumer", "batch_size", "batch_wait_ms",
-                 "claim_idle_ms", "claim_interval_ms", "max_deliveries", "max_text_chars", "context_ttl_s"):
-        field_flag(g, StreamConfig, name)
-
-
-def worker_flags(p: argparse.ArgumentParser) -> None:
-    """Everything a streaming worker takes: streams, pool, model, video."""
-    stream_flags(p)
-    pool_flags(p)
-    model_flags(p)
-    video_flags(p)
-
-
-def data_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="data root, dataset folder or file (default: $DIALOGUELLM_DATA or ../shared/data)")
-
-
-def json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
+def config_from_args(cls: type, args: argparse.Namespace, _prefix: str = "") -> Any:
+    """The `cls` the parsed flags describe (its `__post_init__` checks it, naming a bad field)."""
+    given: dict[str, Any] = {}
+    for f, hint in _documented(cls):
+        dest = _prefix + f.name
+        sub = _sub_config(hint)
+        if sub is not None:
+            given[f.name] = config_from_args(sub, args, dest + ".")
+            continue
+        value = getattr(args, dest)
+        if value is None:
+            continue  # the field's own default (or factory) applies
+        if "parse" in f.metadata:
+            value = f.metadata["parse"](value)
+        elif typing.get_origin(_unwrap(hint)[0]) in (list, tuple):
+            value = typing.get_origin(_unwrap(hint)[0])(value)
+        given[f.name] = value
+    return cls(**given)

@@ -2,49 +2,42 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import time
 import uuid
 
-from pipeline.cli import flags
+from pipeline.cli.configs import DemoConfig, PushConfig, ReplayConfig, ServeConfig, TailConfig
 from pipeline.cli.preflight import preflight
-from pipeline.core.errors import ConfigError, DataError
-from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM
+from pipeline.core.errors import DataError
 
 
-def start_pools(checked) -> tuple:
+def start_pools(config: ServeConfig) -> tuple:
     """(engine pool, video pool or None). Video actors start in seconds: started first, a machine
     too small for them and the engines is told so at once, not after the engines have loaded."""
     from workers.engine_pool import EnginePool
     from workers.video.actors import VideoPool
 
-    videos = VideoPool(checked.video) if checked.video is not None else None
+    videos = VideoPool(config.video) if config.video.enabled else None
     try:
-        return EnginePool(checked.engine, checked.pool), videos
+        return EnginePool(config.engine, config.pool), videos
     except BaseException:
         if videos is not None:
             videos.shutdown()
         raise
 
 
-def serve_flags(p: argparse.ArgumentParser) -> None:
-    flags.worker_flags(p)
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
-
-
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(config: ServeConfig) -> int:
     from pipeline.core.logs import setup_logging
     from pipeline.stream.metrics import WorkerMetrics
     from pipeline.stream.runner import serve_until_signal
 
-    setup_logging(args.log_format)
-    checked = preflight(args)
-    pool, videos = start_pools(checked)
+    setup_logging(config.log_format)
+    preflight(config)
+    pool, videos = start_pools(config)
     try:
-        serve_until_signal(checked.stream, pool, WorkerMetrics(), videos)
+        serve_until_signal(config.stream, pool, WorkerMetrics(), videos)
     finally:
         pool.shutdown()
         if videos is not None:
@@ -52,92 +45,63 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def push_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", help="a MELD-layout .csv or a .jsonl file of turns")
-    flags.redis_flag(p)
-    p.add_argument("--stream", default=DEFAULT_IN_STREAM, help="input stream (default: %(default)s)")
-    p.add_argument("--conversation", action="append", help="only this conversation id (repeatable)")
-    p.add_argument("--rate", type=float, help="turns per second (default: as fast as possible)")
-    p.add_argument("--label-set", help="label set of a .jsonl file (default: meld)")
-    p.add_argument("--adapter", help="adapter name to ask for (one the worker was started with)")
-
-
-def run_push(args: argparse.Namespace) -> int:
+def run_push(config: PushConfig) -> int:
     import redis
 
     from pipeline.core.datasets import load_file
     from pipeline.core.wire import TurnMessage
     from pipeline.stream.client import push_turns
 
-    if args.rate is not None and args.rate <= 0:
-        raise ConfigError(f"rate: must be > 0, got {args.rate}")
-    conversations = load_file(args.file, args.label_set)
-    if args.conversation:
-        conversations = [c for c in conversations if c.conversation_id in set(args.conversation)]
+    conversations = load_file(config.file, config.label_set)
+    if config.conversation:
+        conversations = [c for c in conversations if c.conversation_id in set(config.conversation)]
         if not conversations:
-            raise DataError(f"{args.file}: no conversation {', '.join(args.conversation)}")
-    preflight(args, redis_keys=(args.stream,))
-    messages = [TurnMessage.from_turn(t, c.label_set, args.adapter) for c in conversations for t in c.turns]
+            raise DataError(f"{config.file}: no conversation {', '.join(config.conversation)}")
+    preflight(config)
+    messages = [TurnMessage.from_turn(t, c.label_set, config.adapter) for c in conversations for t in c.turns]
     start = time.perf_counter()
-    push_turns(redis.Redis.from_url(args.redis_url), messages, args.stream, args.rate)
-    print(f"pushed {len(messages)} turns of {len(conversations)} conversations to {args.stream} "
+    push_turns(redis.Redis.from_url(config.redis_url), messages, config.stream, config.rate)
+    print(f"pushed {len(messages)} turns of {len(conversations)} conversations to {config.stream} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
 
 
-def tail_flags(p: argparse.ArgumentParser) -> None:
-    flags.redis_flag(p)
-    p.add_argument("--stream", default=DEFAULT_OUT_STREAM, help="output stream (default: %(default)s)")
-    p.add_argument("--from-start", action="store_true", help="print the labels already there first")
-    p.add_argument("--count", type=int, help="stop after this many labels")
-    p.add_argument("--idle-timeout", type=float, help="stop when no label came for this many seconds")
-    p.add_argument("--json", action="store_true", help="one JSON object a line")
-
-
-def run_tail(args: argparse.Namespace) -> int:
+def run_tail(config: TailConfig) -> int:
     import redis
 
     from pipeline.stream.client import follow_labels
     from pipeline.stream.demo import format_label
 
-    preflight(args, redis_keys=(args.stream,))
-    client = redis.Redis.from_url(args.redis_url)
-    for _, label in follow_labels(client, args.stream, args.from_start, args.count, args.idle_timeout):
-        print(json.dumps(vars(label)) if args.json else format_label(label), flush=True)
+    preflight(config)
+    client = redis.Redis.from_url(config.redis_url)
+    for _, label in follow_labels(client, config.stream, config.from_start, config.count, config.idle_timeout):
+        print(json.dumps(vars(label)) if config.json else format_label(label), flush=True)
     return 0
 
 
-def demo_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--conversation", default="1", help="MELD test Dialogue_ID (default: %(default)s)")
-    p.add_argument("--watch", nargs="?", type=int, const=8765, metavar="PORT",
-                   help="serve the watch page at http://127.0.0.1:PORT/ (default port 8765) while the demo runs")
-    flags.data_flag(p)
-    flags.worker_flags(p)
-
-
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo_command(config: DemoConfig) -> int:
     from pipeline.core.datasets import load_dataset
-    from pipeline.stream.demo import run_demo as demo
+    from pipeline.stream.demo import run_demo
     from pipeline.stream.embedded_redis import redis_or_embedded
     from pipeline.stream.redis_checks import redact
-
-    conversations = {c.conversation_id: c for c in load_dataset("meld", "test", args.data)}
-    conversation = conversations.get(args.conversation)
-    if conversation is None:
-        raise DataError(f"MELD test has no conversation {args.conversation!r}")
-    url, embedded = redis_or_embedded(args.redis_url)
-    prefix = f"dialoguellm:demo:{uuid.uuid4().hex[:8]}"
-    checked = preflight(args, redis_url=url, in_stream=f"{prefix}:turns", out_stream=f"{prefix}:labels",
-                        dead_stream=None, claim_interval_ms=1000)
-    print(f"redis: {'embedded server at ' + url if embedded else redact(url)}; streams {prefix}:*", flush=True)
     from workers.engine_pool import EnginePool
 
-    with _watch_page(args.watch, checked.stream, f"{prefix}:alerts"):
-        pool = EnginePool(checked.engine, checked.pool)  # the demo conversation has no video
+    conversations = {c.conversation_id: c for c in load_dataset("meld", "test", config.data)}
+    conversation = conversations.get(config.conversation)
+    if conversation is None:
+        raise DataError(f"MELD test has no conversation {config.conversation!r}")
+    url, embedded = redis_or_embedded(config.stream.redis_url)
+    prefix = f"dialoguellm:demo:{uuid.uuid4().hex[:8]}"
+    stream = dataclasses.replace(config.stream, redis_url=url, in_stream=f"{prefix}:turns",
+                                 out_stream=f"{prefix}:labels", dead_stream=None)
+    preflight(dataclasses.replace(config, stream=stream))
+    print(f"redis: {'embedded server at ' + url if embedded else redact(url)}; streams {prefix}:*", flush=True)
+    with _watch_page(config.watch, stream, f"{prefix}:alerts"):
+        pool = EnginePool(config.engine, config.pool)  # the demo conversation has no video
         how = " (merged into the model)" if pool.merged else " (LoRA)" if pool.default_adapter else ""
         print(f"engine: {pool.model}, adapter {pool.default_adapter or 'none'}{how}", flush=True)
         try:
-            demo(conversation, checked.stream, pool, lambda line: print(line, flush=True))
+            run_demo(conversation, stream, pool, lambda line: print(line, flush=True))
         finally:
             pool.shutdown()
     return 0
@@ -160,31 +124,23 @@ def _watch_page(port: int | None, stream, alerts_stream: str):
         yield
 
 
-def replay_flags(p: argparse.ArgumentParser) -> None:
-    flags.redis_flag(p)
-    p.add_argument("--in-stream", dest="replay_in", default=DEFAULT_IN_STREAM, help="input stream (default: %(default)s)")
-    p.add_argument("--dead-stream", dest="replay_dead", help="dead-letter stream (default: IN_STREAM:dead)")
-    p.add_argument("--id", action="append", dest="ids", metavar="SOURCE_ID",
-                   help="only the entry with this source_id (repeatable)")
-    p.add_argument("--error-contains", metavar="TEXT", help="only entries whose error contains TEXT")
-    p.add_argument("--dry-run", action="store_true", help="list what would be replayed, change nothing")
-
-
-def run_replay(args: argparse.Namespace) -> int:
+def run_replay(config: ReplayConfig) -> int:
     import redis
 
     from pipeline.stream.replay import replay_dead_letters
 
-    dead = args.replay_dead or f"{args.replay_in}:dead"
-    ids = set(args.ids or ())
+    ids = set(config.ids)
 
     def keep(letter) -> bool:
-        return (not ids or letter.source_id in ids) and (args.error_contains or "") in letter.error
+        return (not ids or letter.source_id in ids) and (config.error_contains or "") in letter.error
 
-    preflight(args, redis_keys=(dead, args.replay_in))
-    replayed = replay_dead_letters(redis.Redis.from_url(args.redis_url), dead, args.replay_in, keep, args.dry_run)
+    preflight(config)
+    dead = config.dead_letter_stream
+    replayed = replay_dead_letters(redis.Redis.from_url(config.redis_url), dead, config.in_stream, keep,
+                                   config.dry_run)
     for r in replayed:
         target = "(dry run)" if r.new_id is None else f"-> {r.new_id}"
         print(f"{r.source_id} {target}  was: {r.error}")
-    print(f"{'would replay' if args.dry_run else 'replayed'} {len(replayed)} entries from {dead} to {args.replay_in}")
+    print(f"{'would replay' if config.dry_run else 'replayed'} {len(replayed)} entries from {dead} to "
+          f"{config.in_stream}")
     return 0

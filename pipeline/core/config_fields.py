@@ -1,11 +1,31 @@
-"""How a config dataclass field carries its help text: `field(default=..., metadata=field_help("..."))`.
+"""How a config dataclass field documents itself: `field(default=..., metadata=field_help("..."))`.
 
-`pipeline.cli.flags` reads it back as the flag's help; configs, flags and docs keep one wording.
+`pipeline.cli.flags` turns every documented field into a flag: its type from the type hint, its
+default from the field, its help and choices from here. A field without `field_help` is not a
+flag (a setting for the Python API and the configs that compose it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+from typing import Any
 
-def field_help(text: str) -> dict[str, str]:
-    """The `metadata` of a documented config field."""
-    return {"help": text}
+
+def field_help(text: str, *, flag: str | None = None, choices: Collection[str] | Callable[[], Collection[str]] | None = None,
+               positional: bool = False, parse: Callable[[list[str]], Any] | None = None,
+               metavar: str | None = None, const: Any = None) -> dict[str, Any]:
+    """The `metadata` of a documented config field.
+
+    `flag`: the flag's name when not `--field-name` (a bool defaulting to True gets `--no-...`);
+    `choices`: the registry the value must be one of (a callable is read when the parser is
+    built, so the registry stays the one source); `positional`: an argument, not a flag;
+    `parse`: for a repeatable flag, turns the list of given strings into the field's value;
+    `const`: the value of the flag given without one.
+    """
+    meta: dict[str, Any] = {"help": text}
+    for key, value in (("flag", flag), ("choices", choices), ("parse", parse), ("metavar", metavar), ("const", const)):
+        if value is not None:
+            meta[key] = value
+    if positional:
+        meta["positional"] = True
+    return meta

@@ -19,7 +19,10 @@ READ: dict[str, str] = {
 }
 
 SET: dict[str, str] = {
-    "VLLM_LOGGING_LEVEL": "vLLM's log level: WARNING, or INFO with --verbose",
+    "VLLM_LOGGING_LEVEL": "vLLM's log level: ERROR, or INFO with --verbose",
+    "TRANSFORMERS_VERBOSITY": "transformers' log level: error, or info with --verbose",
+    "PYTHONWARNINGS": "ignore (without --verbose): libraries' deprecation warnings stay out of our output, "
+                      "in Ray's worker processes too",
     "RAY_worker_niceness": "0 for a local Ray: its default of 15 stalls CPU engines whenever Ray's own processes run",
     "VLLM_CPU_OMP_THREADS_BIND": "the cores a CPU engine computes on (EngineConfig.cpu_threads)",
     "VLLM_CPU_NUM_OF_RESERVED_CPU": "0: vLLM would otherwise keep one core idle for its scheduler",

@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
+
+from pipeline.core import envs
+
+# The libraries whose INFO and WARNING lines a command shows only with --verbose.
+LIBRARY_LOGGERS = ("ray", "vllm", "transformers", "torch", "filelock", "urllib3", "httpx", "uvicorn.error")
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -40,3 +46,17 @@ def setup_logging(fmt: str = "json", level: str = "INFO") -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Our lines only, unless `verbose`: Ray's and vLLM's INFO and WARNING lines, and the libraries'
+    Python warnings, are left out (errors still show). Ray and vLLM read the level when they start
+    (`workers.actor_set.ensure_ray` passes the `ray` logger's level to `ray.init`), in actors too."""
+    level = logging.INFO if verbose else logging.ERROR
+    envs.set_default("VLLM_LOGGING_LEVEL", logging.getLevelName(level))
+    envs.set_default("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
+    if not verbose:
+        envs.set_default("PYTHONWARNINGS", "ignore")
+        warnings.filterwarnings("ignore")
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)

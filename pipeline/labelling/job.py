@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError, DataError
+from pipeline.core.labels import LABEL_SETS
 from pipeline.labelling.manifest import OUTPUT_COLUMNS, ROW, add_context, normalise, read_table
+from workers.engine_pool import PoolConfig
+from workers.video.actors import VideoPoolConfig
 
 MARKER = ".dialoguellm-labels"
 PART_PREFIX = "labels_"
@@ -25,25 +29,24 @@ PART_PREFIX = "labels_"
 
 @dataclass(frozen=True)
 class LabelJob:
-    manifest: str
-    out: str
-    video_root: str | None = None
-    label_set: str = "meld"
-    describer: str = "cpu"
-    decode: Any = None  # DecodeConfig; None: the default
-    describer_options: dict = field(default_factory=dict)
-    cache_dir: str | None = None
-    engines: int = 1
-    video_actors: int = 1
-    batch_size: int = 256
-    rows_per_file: int = 256
-    gpus_per_engine: float | None = None
-    ray_address: str | None = None
+    """A manifest of turns labelled into a Parquet folder: what to read, where to write, on what."""
+
+    manifest: str = field(metadata=field_help("one row per turn (see the README)"))
+    out: str = field(metadata=field_help("output folder, e.g. labels.parquet"))
+    video_root: str | None = field(default=None, metadata=field_help(
+        "folder the manifest's video paths (MELD: dia{D}_utt{U}.mp4) are under"))
+    label_set: str = field(default="meld", metadata=field_help("labels to choose from",
+                                                               choices=lambda: tuple(LABEL_SETS)))
+    batch_size: int = field(default=256, metadata=field_help("rows per engine batch"))
+    rows_per_file: int = field(default=256, metadata=field_help("rows per Parquet file (what a resume redoes)"))
+    cache_dir: str | None = field(default=None, metadata=field_help(
+        "description cache (default: $DIALOGUELLM_HOME/descriptions)"))
+    # Engine actors: `engines`, their GPUs and CPUs, batches in flight each, the Ray cluster.
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    video: VideoPoolConfig = field(default_factory=VideoPoolConfig)
 
     def __post_init__(self) -> None:
-        if self.describer not in ("cpu", "vlm", "none"):
-            raise ConfigError(f"describer: {self.describer!r} is not one of cpu, vlm, none")
-        for name in ("engines", "video_actors", "batch_size", "rows_per_file"):
+        for name in ("batch_size", "rows_per_file"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if not str(self.out).endswith(".parquet"):
@@ -95,19 +98,18 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
 
     from pipeline.labelling.stages import DescribeStage, LabelStage
     from workers.actor_set import ensure_ray
-    from workers.video.decoder import DecodeConfig
 
     # The manifest is read while Ray starts (seconds): neither needs the other. Ray starts on
     # this thread (its start-up installs signal handlers, which only the main thread may do).
     with ThreadPoolExecutor(1) as background:
         prepared = background.submit(prepare, job, engine_config.context_turns)
-        ensure_ray(job.ray_address)
+        ensure_ray(job.pool.ray_address)
         rows, pending = prepared.result()
     summary: dict[str, Any] = {"rows": len(rows), "already_done": len(rows) - len(pending), "labelled_now": 0}
     print(f"manifest: {len(rows)} rows; {summary['already_done']} already in {job.out}; {len(pending)} to label",
           file=sys.stderr, flush=True)
     if len(pending):
-        gpus = job.gpus_per_engine
+        gpus = job.pool.gpus_per_engine
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         pending = pending.drop(columns=[c for c in OUTPUT_COLUMNS if c != "error" and c in pending])
@@ -115,18 +117,21 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
         # done, so an interrupted run keeps its finished files.
         step = job.rows_per_file
         ds = ray.data.from_pandas([pending.iloc[i:i + step] for i in range(0, len(pending), step)])
-        if job.describer != "none" and pending["_video_uri"].notna().any():
-            ds = ds.map_batches(DescribeStage, batch_format="pandas", batch_size=16, concurrency=job.video_actors,
-                                num_cpus=0.5, num_gpus=float(job.describer == "vlm"),
-                                fn_constructor_args=(job.describer, job.decode or DecodeConfig(),
-                                                     job.cache_dir or _default_cache(), job.describer_options))
+        video = job.video
+        if video.enabled and pending["_video_uri"].notna().any():
+            ds = ds.map_batches(DescribeStage, batch_format="pandas", batch_size=16, concurrency=video.actors,
+                                num_cpus=0.5, num_gpus=float(video.describer == "vlm"),
+                                fn_constructor_args=(video.describer, video.decode,
+                                                     job.cache_dir or _default_cache(), video.options))
         # Two batches in flight per engine actor (as the stream worker and ray.data.llm keep): the
         # next batch is fetched and converted while the engine labels this one; the engine itself
         # labels one batch at a time.
-        label_pool = ray.data.ActorPoolStrategy(size=job.engines, max_tasks_in_flight_per_actor=2,
-                                                max_concurrent_calls_per_actor=2)
+        inflight = job.pool.max_inflight_per_engine
+        label_pool = ray.data.ActorPoolStrategy(size=job.pool.engines, max_tasks_in_flight_per_actor=inflight,
+                                                max_concurrent_calls_per_actor=inflight)
         ds = ds.map_batches(LabelStage, batch_format="pandas", batch_size=job.batch_size, compute=label_pool,
-                            num_cpus=1, num_gpus=gpus, fn_constructor_args=(engine_config, job.label_set))
+                            num_cpus=job.pool.cpus_per_engine, num_gpus=gpus,
+                            fn_constructor_args=(engine_config, job.label_set))
         Path(job.out).mkdir(parents=True, exist_ok=True)
         (Path(job.out) / MARKER).write_text(f"written by dialoguellm label; part files: {PART_PREFIX}*.parquet\n")
         ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file, filename_provider=_part_names())
@@ -166,7 +171,7 @@ def _default_cache() -> str:
     return str(home() / "descriptions")
 
 
-def read_labels(out: str | Path) -> Any:
+def read_label_files(out: str | Path) -> Any:
     """The output folder as one DataFrame, in manifest order."""
     import pandas as pd
 

@@ -20,7 +20,7 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 def redis_url_field() -> Any:
     """The `redis_url` field every Redis-using config declares: one default, one help text."""
     return field(default="redis://127.0.0.1:6379/0", metadata=field_help(
-        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path"))
+        "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path", flag="--redis", metavar="URL"))
 
 
 def check_redis_url(url: str) -> None:
@@ -59,18 +59,20 @@ class StreamConfig:
     claim_interval_ms: int = field(default=5_000, metadata=field_help("how often to look for them"))
     max_deliveries: int = field(default=3, metadata=field_help(
         "attempts before an entry goes to the dead-letter stream"))
-    max_inflight_per_engine: int = 2
     max_text_chars: int = field(default=2000, metadata=field_help("longer texts are dead-lettered"))
-    context_turns: int = 2
     context_keep: int = 16
     context_ttl_s: int = field(default=24 * 3600, metadata=field_help(
         "how long a conversation's context outlives its last turn"))
     done_ttl_s: int = 7 * 24 * 3600
-    metrics_port: int | None = None
+    metrics_port: int | None = field(default=None, metadata=field_help("serve Prometheus metrics on this port"))
 
     @property
     def dead_letter_stream(self) -> str:
         return self.dead_stream or f"{self.in_stream}:dead"
+
+    def redis_keys(self) -> tuple[str, ...]:
+        """The keys that must be streams (or absent) before the worker starts."""
+        return (self.in_stream, self.out_stream, self.dead_letter_stream)
 
     def __post_init__(self) -> None:
         check_redis_url(self.redis_url)
@@ -80,15 +82,11 @@ class StreamConfig:
         streams = {self.in_stream, self.out_stream, self.dead_letter_stream}
         if len(streams) < 3:
             raise ConfigError("out_stream/dead_stream: the input, output and dead-letter streams must differ")
-        for name in ("batch_size", "max_deliveries", "max_inflight_per_engine", "max_text_chars",
+        for name in ("batch_size", "max_deliveries", "context_keep", "max_text_chars",
                      "context_ttl_s", "done_ttl_s", "claim_idle_ms", "claim_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.batch_wait_ms < 0:
             raise ConfigError(f"batch_wait_ms: must be ≥ 0, got {self.batch_wait_ms}")
-        if self.context_turns < 0:
-            raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
-        if self.context_keep < self.context_turns:
-            raise ConfigError(f"context_keep: must be ≥ context_turns ({self.context_turns}), got {self.context_keep}")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port: {self.metrics_port} is not a port number")

@@ -3,7 +3,8 @@ pending ones after a restart, and entries taken over from consumers that stopped
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,3 +89,31 @@ class GroupReader:
     async def pending_count(self) -> int:
         summary = await self.redis.xpending(self.stream, self.group)
         return int(summary["pending"])
+
+
+Read = Callable[[], Awaitable[list[Entry] | None]]
+
+
+class ReadOrder:
+    """The order every consumer of ours reads in (the stream worker and `alerts` alike): its own
+    pending entries first after a restart, until none is left; then, every `claim_interval_ms`,
+    entries idle under other consumers (batch after batch while more remain); else new entries."""
+
+    def __init__(self, reader: GroupReader, claim_interval_ms: int) -> None:
+        self.reader, self.claim_interval_s = reader, claim_interval_ms / 1000
+        self.own_pending = True
+        self._next_claim = 0.0
+
+    async def next(self, own: Read, claim: Read, new: Read) -> list[Entry]:
+        """The next batch, from whichever of the three reads is due (each may return None)."""
+        entries: list[Entry] = []
+        if self.own_pending:
+            entries = await own() or []
+            self.own_pending = bool(entries)
+        elif time.monotonic() >= self._next_claim:
+            entries = await claim() or []
+            wait_s = 0 if self.reader.more_to_claim else self.claim_interval_s
+            self._next_claim = time.monotonic() + wait_s
+        if not entries and not self.own_pending:
+            entries = await new() or []
+        return entries

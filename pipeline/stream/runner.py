@@ -4,10 +4,10 @@ background thread of the calling process (the demo, the benchmark, tests)."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 from typing import Any
 
+from pipeline.core.signals import until_signal
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.worker import LabelPool, StreamWorker, VideoDescribers
@@ -35,17 +35,9 @@ def worker_client_name(config: StreamConfig) -> str:
 def serve_until_signal(config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics,
                        videos: VideoDescribers | None = None) -> None:
     """Label until SIGTERM or SIGINT; then stop reading, finish the batches in flight and return."""
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(config, pool, stop, metrics, videos)
-
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port)
-    asyncio.run(main())
+    until_signal(lambda stop: run_worker(config, pool, stop, metrics, videos))
 
 
 class BackgroundWorker:

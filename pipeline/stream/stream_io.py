@@ -49,32 +49,30 @@ class StreamIO(GroupReader):
         return {i: as_text(v) for i, v in zip(ids, values) if v is not None}
 
     async def commit(self, outcomes: Sequence[Outcome]) -> int:
-        """Write and acknowledge every non-retry outcome atomically; returns how many were new."""
-        from redis.exceptions import WatchError
+        """Write and acknowledge every non-retry outcome atomically; returns how many were new.
 
+        Under WATCH of the entries' done markers: when another worker commits one of them
+        meanwhile, redis-py's `transaction` runs this again and the entry is skipped."""
         final = [o for o in outcomes if o.decision.action is not Action.RETRY]
         if not final:
             return 0
         markers = [self.done_key(o.entry.id) for o in final]
-        while True:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(*markers)
-                    already = await pipe.mget(markers)
-                    pipe.multi()
-                    written = 0
-                    for outcome, marker, seen in zip(final, markers, already):
-                        if seen is None:
-                            self._write(pipe, outcome)
-                            pipe.set(marker, outcome.decision.action.value, ex=self.config.done_ttl_s)
-                            written += 1
-                    ids = [o.entry.id for o in final]
-                    pipe.xack(self.config.in_stream, self.config.group, *ids)
-                    pipe.hdel(self._errors_key, *ids)
-                    await pipe.execute()
-                    return written
-                except WatchError:
-                    continue  # another worker committed one of these meanwhile: look again
+
+        async def write(pipe: Any) -> int:
+            already = await pipe.mget(markers)
+            pipe.multi()
+            written = 0
+            for outcome, marker, seen in zip(final, markers, already):
+                if seen is None:
+                    self._write(pipe, outcome)
+                    pipe.set(marker, outcome.decision.action.value, ex=self.config.done_ttl_s)
+                    written += 1
+            ids = [o.entry.id for o in final]
+            pipe.xack(self.config.in_stream, self.config.group, *ids)
+            pipe.hdel(self._errors_key, *ids)
+            return written
+
+        return await self.redis.transaction(write, *markers, value_from_callable=True)
 
     def _write(self, pipe: Any, outcome: Outcome) -> None:
         if outcome.decision.action is Action.OUTPUT:

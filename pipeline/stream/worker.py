@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.core.description_cache import RedisDescriptionCache, cache_key
 from pipeline.core.descriptions import DescribeResult
-from pipeline.core.errors import DialogueLLMError
+from pipeline.core.errors import ConfigError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.turns import VideoSegment
 from pipeline.core.wire import (
@@ -33,6 +33,7 @@ from pipeline.core.wire import (
 from pipeline.stream.ack_policy import OUTPUT, AckPolicy, Action
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.context_store import ContextStore
+from pipeline.stream.group_reader import ReadOrder
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.redis_retry import RedisRetry
 from pipeline.stream.stream_io import Entry, Outcome, StreamIO
@@ -51,6 +52,7 @@ class LabelPool(Protocol):
     """What the worker needs of an engine pool (see `workers.engine_pool.EnginePool`)."""
 
     model: str
+    context_turns: int
     capacity: int
     queue_depth: int
     alive: int
@@ -85,7 +87,11 @@ class StreamWorker:
         self.videos = videos
         self.descriptions = RedisDescriptionCache(redis)
         self.io = StreamIO(redis, config)
-        self.context = ContextStore(redis, config.in_stream, config.context_turns, config.context_keep,
+        if config.context_keep < pool.context_turns:
+            raise ConfigError(f"context_keep: must be ≥ the engine's context turns ({pool.context_turns}), "
+                              f"got {config.context_keep}")
+        # The engine's prompts decide how many turns of context a turn needs: one setting, the engine's.
+        self.context = ContextStore(redis, config.in_stream, pool.context_turns, config.context_keep,
                                     config.context_ttl_s)
         self.policy = AckPolicy(config.max_deliveries)
         self.schema = TurnSchema(config.max_text_chars, pool.accepted_adapters)
@@ -100,8 +106,8 @@ class StreamWorker:
         """Label until `stop` is set, then finish and commit the batches in flight."""
         await self._redis(self.io.ensure_group, stop)
         slots = asyncio.Semaphore(self.pool.capacity)
-        own_pending = True  # entries this consumer name was given before a restart come first
-        next_claim = 0.0
+        order = ReadOrder(self.io, self.config.claim_interval_ms)
+        size = self.config.batch_size
         log.info("worker started", extra={"stream": self.config.in_stream, "group": self.config.group,
                                           "consumer": self.config.consumer, "model": self.pool.model})
         while not stop.is_set():
@@ -109,17 +115,8 @@ class StreamWorker:
                 break
             entries: list[Entry] = []
             try:
-                if own_pending:
-                    entries = await self._redis(lambda: self.io.read(self.config.batch_size, None, pending=True),
-                                                stop)
-                    own_pending = bool(entries)
-                elif time.monotonic() >= next_claim:
-                    entries = await self._claim(stop)
-                    # A long list of abandoned entries is taken over batch after batch, not one per interval.
-                    wait_s = 0 if self.io.more_to_claim else self.config.claim_interval_ms / 1000
-                    next_claim = time.monotonic() + wait_s
-                if not entries and not own_pending:
-                    entries = await self._gather(stop)
+                entries = await order.next(lambda: self._redis(lambda: self.io.read(size, None, pending=True), stop),
+                                           lambda: self._claim(stop), lambda: self._gather(stop))
             finally:
                 if entries:
                     self._start(entries, slots)

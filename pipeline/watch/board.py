@@ -68,7 +68,7 @@ class Episode:
 
 
 @dataclass
-class Conversation:
+class ConversationRow:
     conversation_id: str
     last_label_ms: int
     changed: EntryId
@@ -96,7 +96,7 @@ class Board:
     def __init__(self, window_ms: int, keep_turns: int) -> None:
         self.window_ms, self.keep_turns = window_ms, keep_turns
         self.cursor: EntryId = (0, 0)
-        self.conversations: dict[str, Conversation] = {}
+        self.conversations: dict[str, ConversationRow] = {}
 
     def add_label(self, entry_id: EntryId, message: LabelMessage) -> str:
         """Apply a label entry; returns its conversation id. Malformed: ValueError or TypeError."""
@@ -123,26 +123,26 @@ class Board:
             del self.conversations[cid]
         return gone
 
-    def shown(self) -> list[Conversation]:
+    def shown(self) -> list[ConversationRow]:
         """The conversations the page lists (those with a label), riskiest first."""
         listed = [c for c in self.conversations.values() if c.turns]
         return sorted(listed, key=lambda c: (tuple(-x for x in c.risk()), c.conversation_id))
 
-    def changed_since(self, entry_id: EntryId) -> list[Conversation]:
+    def changed_since(self, entry_id: EntryId) -> list[ConversationRow]:
         """Listed conversations changed at or after `entry_id` (see the module's docstring)."""
         return [c for c in self.shown() if c.changed >= entry_id]
 
-    def _touch(self, conversation_id: str, entry_id: EntryId) -> Conversation:
+    def _touch(self, conversation_id: str, entry_id: EntryId) -> ConversationRow:
         self.cursor = max(self.cursor, entry_id)
         conv = self.conversations.get(conversation_id)
         if conv is None:
             # An alert may come before any label of its conversation: it counts from the alert's time.
-            conv = self.conversations[conversation_id] = Conversation(conversation_id, entry_id[0], self.cursor)
+            conv = self.conversations[conversation_id] = ConversationRow(conversation_id, entry_id[0], self.cursor)
         conv.changed = self.cursor
         return conv
 
 
-def summary(conv: Conversation) -> dict[str, Any]:
+def summary(conv: ConversationRow) -> dict[str, Any]:
     """A listed conversation's row, as the page draws it (JSON-ready)."""
     latest = conv.latest()
     assert latest is not None, "only listed conversations have a row"
@@ -154,7 +154,7 @@ def summary(conv: Conversation) -> dict[str, Any]:
     }
 
 
-def detail(conv: Conversation, texts: dict[int, dict[str, str]] | None) -> dict[str, Any]:
+def detail(conv: ConversationRow, texts: dict[int, dict[str, str]] | None) -> dict[str, Any]:
     """A conversation's view: every kept turn with its probabilities (and text, when given)."""
     turns = []
     for t in conv.ordered_turns():

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.alerts.config import DEFAULT_ALERTS_STREAM
+from pipeline.core import envs
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, check_redis_url, redis_url_field
@@ -40,7 +41,7 @@ class WatchConfig:
         "the input stream whose context store (IN_STREAM:ctx:ID) holds the texts shown with --show-text"))
     host: str = field(default="127.0.0.1", metadata=field_help("address to bind; any but loopback needs --token"))
     port: int = field(default=8765, metadata=field_help("port to bind (0: any free port)"))
-    token: str | None = field(default=None, metadata=field_help(
+    token: str | None = field(default_factory=lambda: envs.read(TOKEN_ENV), metadata=field_help(
         f"the page's access token (default: ${TOKEN_ENV}); sent as 'Authorization: Bearer T' or opened once "
         "as /?token=T, which sets a cookie"))
     show_text: bool = field(default=False, metadata=field_help(
@@ -52,6 +53,10 @@ class WatchConfig:
     @property
     def window_ms(self) -> int:
         return int(self.window_min * 60_000)
+
+    def redis_keys(self) -> tuple[str, ...]:
+        """The keys that must be streams (or absent) before the page starts."""
+        return (self.labels_stream, self.alerts_stream)
 
     def __post_init__(self) -> None:
         check_redis_url(self.redis_url)

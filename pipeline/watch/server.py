@@ -3,7 +3,6 @@ SIGTERM) and `dialoguellm demo --watch` (while the demo runs) start it the same 
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -58,12 +57,13 @@ class WatchServer:
         self.stop()
 
 
-def serve_until_signal(config: WatchConfig, say: Callable[[str], None]) -> None:
+def watch_until_signal(config: WatchConfig, say: Callable[[str], None]) -> None:
     """Serve until SIGINT or SIGTERM, saying the address once the page is up."""
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    with WatchServer(config) as server:
-        say(f"watch: {server.url}")
-        while not stop.wait(1.0):
-            pass
+    from pipeline.core.signals import until_signal
+
+    async def serve(stop) -> None:
+        with WatchServer(config) as server:
+            say(f"watch: {server.url}")
+            await stop.wait()
+
+    until_signal(serve)

@@ -9,8 +9,8 @@ from workers.decoding.scoring import LabelScoring
 MODES: dict[str, type[DecodingMode]] = {m.name: m for m in (LabelScoring, ChoiceDecoding)}
 
 
-def get_mode(name: str) -> DecodingMode:
+def get_decoding_mode(name: str) -> DecodingMode:
     return MODES[name]()
 
 
-__all__ = ["MODES", "DecodingMode", "ScoringItem", "get_mode"]
+__all__ = ["MODES", "DecodingMode", "ScoringItem", "get_decoding_mode"]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.config_fields import field_help
 from pipeline.core.descriptions import DescribeResult
 from pipeline.core.errors import ConfigError
 from pipeline.core.turns import VideoSegment
@@ -45,19 +46,46 @@ class VideoActor:
         return out
 
 
+def describer_names() -> tuple[str, ...]:
+    """Every describer of the registry, and `none` (turns labelled from their text)."""
+    from workers.video.describers import DESCRIBERS
+
+    return (*DESCRIBERS, NO_DESCRIBER)
+
+
+NO_DESCRIBER = "none"
+DEFAULT_VLM = "Qwen/Qwen2.5-VL-7B-Instruct"
+
+
 @dataclass(frozen=True)
 class VideoPoolConfig:
-    describer: str = field(default="cpu", metadata={"help": "how a turn's video becomes words: cpu, vlm or none"})
-    actors: int = field(default=1, metadata={"help": "video decoder/describer actors"})
-    max_inflight: int = 2
+    """How a turn's video becomes words, in video actors."""
+
+    describer: str = field(default="cpu", metadata=field_help(
+        "how a turn's video becomes words: cpu (face and expression cues), vlm (a vision-language model) "
+        "or none", choices=describer_names))
+    actors: int = field(default=1, metadata=field_help("video decoder/describer actors", flag="--video-actors"))
+    vlm_model: str = field(default=DEFAULT_VLM, metadata=field_help("the vlm describer's model"))
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    max_inflight: int = 2
     cpus_per_actor: float = 1.0
     gpus_per_actor: float | None = None  # None: 1 for `vlm`, else 0
-    options: dict[str, Any] = field(default_factory=dict)  # describer options (e.g. the VLM's model)
+    # Set by the command's config from its pool's (one setting for every actor of a command).
     ray_address: str | None = None
     startup_timeout_s: float = 120.0
 
+    @property
+    def enabled(self) -> bool:
+        return self.describer != NO_DESCRIBER
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The describer's own options."""
+        return {"model": self.vlm_model} if self.describer == "vlm" else {}
+
     def __post_init__(self) -> None:
+        if self.describer not in describer_names():
+            raise ConfigError(f"describer: {self.describer!r} is not one of {', '.join(describer_names())}")
         if self.actors <= 0:
             raise ConfigError(f"video_actors: must be > 0, got {self.actors}")
         if self.max_inflight <= 0:

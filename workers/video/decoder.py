@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError, VideoError
 from pipeline.core.turns import VideoSegment
-from workers.video.modes import MODES, get_mode
+from workers.video.modes import MODES, get_sampling_mode
 
 THREAD_TYPES = ("slice", "frame", "auto")
 
@@ -32,8 +33,10 @@ THREAD_TYPES = ("slice", "frame", "auto")
 class DecodeConfig:
     """How segments are sampled: `frames` per segment, by `mode`, at most `max_side` pixels."""
 
-    frames: int = field(default=8, metadata={"help": "frames sampled per segment"})
-    mode: str = field(default="uniform", metadata={"help": "uniform: frames evenly over the segment; keyframes: its keyframes only"})
+    frames: int = field(default=8, metadata=field_help("frames sampled per segment"))
+    mode: str = field(default="uniform", metadata=field_help(
+        "uniform: frames evenly over the segment; keyframes: its keyframes only", flag="--sampling",
+        choices=lambda: tuple(MODES)))
     max_side: int = 640
     threads: int = 0  # 0: FFmpeg picks (one per core)
     # Slice threading: frame threading measured slower here, its pipeline refilling after every seek.
@@ -67,7 +70,7 @@ class SegmentFrames:
 class SegmentDecoder:
     def __init__(self, config: DecodeConfig = DecodeConfig()) -> None:
         self.config = config
-        self.mode = get_mode(config.mode)
+        self.mode = get_sampling_mode(config.mode)
 
     def decode(self, segment: VideoSegment) -> SegmentFrames:
         """The segment's sampled frames, or `VideoError` saying why there are none."""

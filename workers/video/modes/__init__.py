@@ -9,7 +9,7 @@ from workers.video.modes.uniform import UniformMode
 MODES: dict[str, type[SamplingMode]] = {"uniform": UniformMode, "keyframes": KeyframesMode}
 
 
-def get_mode(name: str) -> SamplingMode:
+def get_sampling_mode(name: str) -> SamplingMode:
     from pipeline.core.errors import ConfigError
 
     if name not in MODES:
