@@ -79,14 +79,11 @@ class EngineConfig:
     seed: int = 0
 
     def with_default_adapter(self) -> EngineConfig:
-        """As a command serves it: the first adapter given is the default, and with the default model
-        and none given, the shipped adapter is served (unless `use_default_adapter` is off)."""
+        """This config, serving the shipped adapter when it applies (default model, no adapters)."""
         from workers.model_store import DEFAULT_ADAPTER, DEFAULT_MODEL, default_adapter_dir
 
-        if self.adapters:
-            return replace(self, default_adapter=self.default_adapter or next(iter(self.adapters)))
         shipped = default_adapter_dir()
-        if not self.use_default_adapter or self.model not in (None, "", DEFAULT_MODEL) or not shipped:
+        if not self.use_default_adapter or self.adapters or self.model not in (None, "", DEFAULT_MODEL) or not shipped:
             return self
         return replace(self, adapters={DEFAULT_ADAPTER: str(shipped)}, default_adapter=DEFAULT_ADAPTER)
 

@@ -53,8 +53,11 @@ def _positive(config: Any, *names: str) -> None:
 
 
 def _engine_served(config: Any) -> None:
-    """The engine as a command serves it (see `EngineConfig.with_default_adapter`)."""
-    object.__setattr__(config, "engine", config.engine.with_default_adapter())
+    """The engine as a command serves it: the first `--adapter` is the default unless one is named,
+    and with the default model and none given, the shipped adapter (`EngineConfig.with_default_adapter`)."""
+    engine = config.engine
+    first = engine.default_adapter or next(iter(engine.adapters), None)
+    object.__setattr__(config, "engine", dataclasses.replace(engine, default_adapter=first).with_default_adapter())
 
 
 def _video_on_pool(config: Any) -> None:
