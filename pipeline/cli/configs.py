@@ -40,16 +40,24 @@ def decode_config(args: argparse.Namespace) -> Any:
     return DecodeConfig(**_given(args, "frames", "mode"))
 
 
+def video_policy(args: argparse.Namespace) -> Any:
+    """The `VideoPolicy`: what may be opened for a turn's video (none of the flags: nothing)."""
+    from pipeline.core.video_policy import VideoPolicy
+
+    return VideoPolicy(**_given(args, "video_roots", "video_allow", "video_timeout_s"))
+
+
 def video_config(args: argparse.Namespace) -> Any:
     """The `VideoPoolConfig`, or None when the describer is `none`."""
     from workers.video.actors import VideoPoolConfig
 
+    policy = video_policy(args)  # checked even when nothing is described: a bad flag fails at start
     if getattr(args, "describer", "none") == "none":
         return None
     return VideoPoolConfig(
         describer=args.describer, actors=getattr(args, "video_actors", None) or 1, decode=decode_config(args),
         options=describer_options(args), ray_address=getattr(args, "ray_address", None),
-        startup_timeout_s=getattr(args, "startup_timeout_s", None) or 120.0,
+        startup_timeout_s=getattr(args, "startup_timeout_s", None) or 120.0, policy=policy,
     )
 
 
@@ -96,8 +104,9 @@ def label_job(args: argparse.Namespace) -> Any:
     from pipeline.labelling.job import LabelJob
 
     video = video_config(args)
+    policy = video_policy(args)
     return LabelJob(
-        manifest=args.manifest, out=args.out, video_root=args.video_root, label_set=args.label_set,
+        manifest=args.manifest, out=args.out, policy=policy, label_set=args.label_set,
         describer=args.describer, decode=decode_config(args), describer_options=describer_options(args),
         cache_dir=args.cache_dir, engines=args.engines, video_actors=video.actors if video else 1,
         batch_size=args.batch_size, rows_per_file=args.rows_per_file, gpus_per_engine=args.gpus_per_engine,

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from typing import Any
 
+from pipeline.core.video_policy import VideoPolicy
 from pipeline.stream.config import StreamConfig
 from workers.engine_config import DECODING_MODES, EngineConfig
 from workers.engine_pool import PoolConfig
@@ -73,6 +74,11 @@ def video_flags(p: argparse.ArgumentParser) -> None:
     field_flag(g, DecodeConfig, "frames")
     field_flag(g, DecodeConfig, "mode", "--sampling", choices=MODES)
     g.add_argument("--vlm-model", default=DEFAULT_VLM, help="the vlm describer's model (default: %(default)s)")
+    # What a worker may open for a turn's video (VideoPolicy): by default, nothing.
+    field_flag(g, VideoPolicy, "video_roots", "--video-root", action="append", default=None, type=str, metavar="DIR")
+    field_flag(g, VideoPolicy, "video_allow", "--video-allow", action="append", default=None, type=str,
+               metavar="URL_PREFIX")
+    field_flag(g, VideoPolicy, "video_timeout_s")
 
 
 def redis_flag(p: argparse.ArgumentParser) -> None:

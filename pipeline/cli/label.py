@@ -13,7 +13,6 @@ from workers.video.actors import VideoPoolConfig
 
 def label_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", required=True, help="one row per turn (see the README)")
-    p.add_argument("--video-root", help="folder the manifest's video paths (MELD: dia{D}_utt{U}.mp4) are under")
     p.add_argument("--out", required=True, help="output folder, e.g. labels.parquet")
     p.add_argument("--label-set", default="meld", help="labels to choose from (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per engine batch")
@@ -25,7 +24,7 @@ def label_flags(p: argparse.ArgumentParser) -> None:
         flags.field_flag(g, PoolConfig, name)
     flags.field_flag(g, VideoPoolConfig, "actors", "--video-actors", dest="video_actors")
     flags.model_flags(p)
-    flags.video_flags(p)
+    flags.video_flags(p)  # --video-root: the manifest's relative video paths (MELD's clips) are under the first
 
 
 def run_label(args: argparse.Namespace) -> int:

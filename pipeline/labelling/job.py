@@ -27,7 +27,7 @@ PART_PREFIX = "labels_"
 class LabelJob:
     manifest: str
     out: str
-    video_root: str | None = None
+    policy: Any = None  # VideoPolicy: what may be opened (None: nothing); relative paths are under its first root
     label_set: str = "meld"
     describer: str = "cpu"
     decode: Any = None  # DecodeConfig; None: the default
@@ -48,6 +48,15 @@ class LabelJob:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if not str(self.out).endswith(".parquet"):
             raise ConfigError(f"out: {self.out!r} should name a .parquet folder")
+        if self.policy is None:
+            from pipeline.core.video_policy import VideoPolicy
+
+            object.__setattr__(self, "policy", VideoPolicy())
+
+    @property
+    def video_root(self) -> str | None:
+        """Where the manifest's relative video paths (MELD's clip names) are: the first root."""
+        return self.policy.video_roots[0] if self.policy.video_roots else None
 
 
 def done_rows(out: str | Path) -> set[int]:
@@ -119,7 +128,8 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
             ds = ds.map_batches(DescribeStage, batch_format="pandas", batch_size=16, concurrency=job.video_actors,
                                 num_cpus=0.5, num_gpus=float(job.describer == "vlm"),
                                 fn_constructor_args=(job.describer, job.decode or DecodeConfig(),
-                                                     job.cache_dir or _default_cache(), job.describer_options))
+                                                     job.cache_dir or _default_cache(), job.describer_options,
+                                                     job.policy))
         # Two batches in flight per engine actor (as the stream worker and ray.data.llm keep): the
         # next batch is fetched and converted while the engine labels this one; the engine itself
         # labels one batch at a time.

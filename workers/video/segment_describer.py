@@ -8,13 +8,15 @@ from collections.abc import Sequence
 from pipeline.core.descriptions import DescribeResult
 from pipeline.core.errors import VideoError
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.describers import get_describer
 
 
 class SegmentDescriber:
-    def __init__(self, describer: str = "cpu", decode: DecodeConfig = DecodeConfig(), **options) -> None:
-        self.decoder = SegmentDecoder(decode)
+    def __init__(self, describer: str = "cpu", decode: DecodeConfig = DecodeConfig(),
+                 policy: VideoPolicy = VideoPolicy(), **options) -> None:
+        self.decoder = SegmentDecoder(decode, policy)
         self.describer = get_describer(describer, **options)
 
     @property
