@@ -17,7 +17,15 @@ class SegmentDescriber:
     def __init__(self, describer: str = "cpu", decode: DecodeConfig = DecodeConfig(),
                  policy: VideoPolicy = VideoPolicy(), **options) -> None:
         self.decoder = SegmentDecoder(decode, policy)
-        self.describer = get_describer(describer, **options)
+        self._choice, self._options = describer, options
+        self._describer = None
+
+    @property
+    def describer(self):
+        """The describer, loaded on first use: a video that cannot be decoded never loads a model."""
+        if self._describer is None:
+            self._describer = get_describer(self._choice, **self._options)
+        return self._describer
 
     @property
     def name(self) -> str:
