@@ -534,6 +534,50 @@ def test_an_allowed_server_that_never_answers_holds_the_turn_only_to_the_deadlin
           f"{video_pool.policy.video_timeout_s:g} s)")
 
 
+def test_a_hung_video_actor_is_replaced_and_its_turn_labelled_without_description(r, prefix, pool, tmp_path):
+    """The actor's process is really stopped (SIGSTOP): it answers nothing, as on a dead NFS mount."""
+    import ray
+    from skimage import data
+
+    from pipeline.core.video_policy import VideoPolicy
+    from pipeline.stream.runner import BackgroundWorker
+    from workers.video.actors import VideoPool, VideoPoolConfig
+    from workers.video.decoder import DecodeConfig
+    from workers.video.synthetic import make_video
+
+    clip = make_video(tmp_path / "face.mp4", 1, 25, "libx264", size=(256, 256), image=data.astronaut())
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=2), cpus_per_actor=0.5,
+                                       policy=VideoPolicy(video_roots=(str(tmp_path),), video_timeout_s=1),
+                                       describe_grace_s=1))
+    try:
+        old_pid = ray.get(videos.actors.actors[0].info.remote())["pid"]
+        os.kill(old_pid, signal.SIGSTOP)
+        cfg = config(prefix)
+        with BackgroundWorker(cfg, pool, videos=videos) as w:
+            start = time.monotonic()
+            ids = [push_turn(r, "call-h", 0, "Ann", "Look at this!", stream=cfg.in_stream,
+                             video=VideoSegment(str(clip), 0.0, 0.8))]
+            wait_for(r, cfg, 1, running=w, timeout=60)
+            took = time.monotonic() - start
+            deadline = time.monotonic() + 120
+            while videos.actors.alive < 1:  # the replacement answers
+                assert time.monotonic() < deadline, "no new video actor"
+                time.sleep(0.2)
+            ids.append(push_turn(r, "call-h", 1, "Ann", "And now?", stream=cfg.in_stream,
+                                 video=VideoSegment(str(clip), 0.0, 0.8)))
+            wait_for(r, cfg, 2, running=w, timeout=60)
+        new_pid = ray.get(videos.actors.actors[0].info.remote())["pid"]
+    finally:
+        videos.shutdown()
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    by_turn = {x.turn_id: x for x in labels}
+    assert dead == [] and by_turn[0].flags == ["no_description"] and by_turn[0].description is None
+    assert by_turn[1].flags == [] and by_turn[1].description.startswith("One person")
+    assert new_pid != old_pid and took < 2 + 10, took
+    print(f"hung video actor: turn labelled without description in {took:.2f} s (deadline 1 + 1 s); "
+          f"actor {old_pid} replaced by {new_pid}")
+
+
 def test_dead_letters_replayed_after_a_fix_are_labelled_once(r, prefix, pool, run_cli):
     strict = config(prefix, max_text_chars=10)
     texts = ["This sentence is too long for it.", "So is this one, clearly.", "ok"]

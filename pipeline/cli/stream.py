@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import time
 import uuid
 
@@ -42,6 +43,10 @@ def run_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_format)
     checked = preflight(args)
+    if checked.video is not None and checked.video.policy.opens_nothing:
+        logging.getLogger("dialoguellm.stream").warning(
+            "no --video-root or --video-allow: no video is opened; turns with video are labelled from their "
+            "text, flagged no_description")
     pool, videos = start_pools(checked)
     try:
         serve_until_signal(checked.stream, pool, WorkerMetrics(), videos)

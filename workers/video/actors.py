@@ -34,7 +34,9 @@ class VideoActor:
         self.worker = SegmentDescriber(describer, decode, policy, **options)
 
     def info(self) -> dict:
-        return {"describer": self.worker.name, "version": self.worker.version}
+        import os
+
+        return {"describer": self.worker.name, "version": self.worker.version, "pid": os.getpid()}
 
     def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]:
         return self.worker.describe_all(segments)
