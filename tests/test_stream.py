@@ -510,6 +510,57 @@ def test_the_seven_uris_of_the_issue_are_labelled_flagged_and_never_opened(r, pr
           "connections")
 
 
+def test_serve_with_its_default_configuration_labels_the_seven_uris_within_60_s(r, prefix, pool, tiny_model):
+    """The issue's case as an attacker tried it: `serve` with no video flag (cpu describer, one video
+    actor), its stdin a pipe left open, seven turns waiting; counted from the worker's first read."""
+    import json
+    import threading
+
+    from test_video_policy import Listener, seven
+
+    listener = Listener()
+    cfg = config(prefix)
+    ids = [push_turn(r, "call-s", k, "Customer", f"Turn {k}: where is my parcel?", stream=cfg.in_stream,
+                     video=VideoSegment(uri, 0.0, 2.0)) for k, uri in enumerate(seven(listener))]
+    args = [sys.executable, "-m", "pipeline.cli", "serve", "--redis", cfg.redis_url, "--in-stream", cfg.in_stream,
+            "--out-stream", cfg.out_stream, "--consumer", "s", "--model", str(tiny_model), "--max-model-len", "256",
+            "--kv-cache-gib", "0.5"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    stdin_r, stdin_w = os.pipe()
+    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdin=stdin_r,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started, lines = threading.Event(), []
+
+    def read_logs() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if '"worker started"' in line:
+                started.set()
+
+    threading.Thread(target=read_logs, daemon=True).start()
+    try:
+        assert started.wait(300), "".join(lines)[-3000:]
+        start = time.monotonic()
+        wait_for(r, cfg, len(ids), timeout=60)
+        took = time.monotonic() - start
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(stdin_r), os.close(stdin_w)
+        listener.close()
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and all(x.flags == ["no_description"] for x in labels)
+    assert listener.connections == []
+    events = [json.loads(x) for x in lines if x.startswith("{")]
+    assert any("no video is opened" in e.get("event", "") for e in events)
+    refusals = [e for e in events if e.get("event") == "video not described"]
+    assert len(refusals) == 7 and all("refused" in e["error"] for e in refusals)
+    print(f"serve, default configuration: 7 turns labelled and flagged {took:.2f} s after the worker started, "
+          f"{len(listener.connections)} connections")
+
+
 def test_an_allowed_server_that_never_answers_holds_the_turn_only_to_the_deadline(r, prefix, pool, video_pool,
                                                                                    silent_server):
     from pipeline.stream.runner import BackgroundWorker

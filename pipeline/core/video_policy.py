@@ -67,10 +67,11 @@ class VideoPolicy:
     """What a worker may open for a turn's video, and how long it may take."""
 
     video_roots: tuple[str, ...] = field(default=(), metadata=field_help(
-        "a folder local video files may be under (repeatable); none: no local file is opened"))
+        "a folder local video files may be under, relative paths being under the first (repeatable; "
+        "default: none, so no local file is opened)"))
     video_allow: tuple[str, ...] = field(default=(), metadata=field_help(
-        "an http(s) URL prefix remote videos may start with, e.g. https://media.internal/ (repeatable); "
-        "none: no remote video is opened"))
+        "an http(s) URL prefix remote videos may start with, e.g. https://media.internal/ (repeatable; "
+        "default: none, so no remote video is opened)"))
     video_timeout_s: float = field(default=10.0, metadata=field_help(
         "deadline for opening and reading one video segment, seconds"))
     video_formats: tuple[str, ...] = field(default=DEFAULT_FORMATS, metadata=field_help(
