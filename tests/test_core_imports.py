@@ -17,7 +17,8 @@ CORE = ["pipeline.core.turns", "pipeline.core.labels", "pipeline.core.prompts", 
         "pipeline.core.calibration", "training.config", "training.objectives", "training.batching",
         "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model",
         "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config", "pipeline.core.config_fields",
-        "pipeline.watch.negative", "pipeline.watch.board", "pipeline.watch.config"]
+        "pipeline.watch.negative", "pipeline.watch.board", "pipeline.watch.config",
+        "pipeline.core.video_policy"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
 

@@ -108,11 +108,14 @@ def test_videos_and_text_are_labelled_and_a_missing_video_says_why(tiny_model, d
     videos.mkdir()
     make_video(videos / "face.mp4", 2, 25, "libx264", size=(384, 384), image=data.astronaut())
     make_video(videos / "pattern.mp4", 2, 25, "mpeg4")
+    make_video(tmp_path / "outside.mp4", 2, 25, "mpeg4")  # a real video, outside the root
+    (videos / "link.mp4").symlink_to(tmp_path / "outside.mp4")
     meld = pd.read_csv(data_root / "MELD" / "test_sent_emo.csv", dtype=str, keep_default_na=False).head(12)
     manifest = pd.DataFrame({
         "conversation_id": meld["Dialogue_ID"], "turn_id": meld["Utterance_ID"].astype(int),
         "speaker": meld["Speaker"], "text": meld["Utterance"], "label": meld["Emotion"],
-        "video_uri": (["face.mp4", "pattern.mp4", "missing.mp4", None] * 3), "start": 0.0, "end": 1.5,
+        "video_uri": (["face.mp4", "pattern.mp4", "missing.mp4", None, "link.mp4", "/dev/zero"] * 2), "start": 0.0,
+        "end": 1.5,
     })
     manifest.to_json(tmp_path / "manifest.jsonl", orient="records", lines=True)
     out = tmp_path / "labels.parquet"
@@ -135,6 +138,9 @@ def test_videos_and_text_are_labelled_and_a_missing_video_says_why(tiny_model, d
         elif video == "missing.mp4":
             assert pd.isna(row["description"])
             assert row["error"].startswith("video not described: cannot open ") and "missing.mp4" in row["error"]
+        elif video in ("link.mp4", "/dev/zero"):  # the same policy as the stream's: never opened
+            assert pd.isna(row["description"]) and row["error"].startswith("video not described: video ")
+            assert "refused: resolves to" in row["error"]
         else:
             assert pd.isna(row["description"]) and pd.isna(row["error"])
     # Described once each: the cache holds the two readable segments.

@@ -422,22 +422,42 @@ def test_serve_refuses_a_bad_configuration_at_start(run_cli, flags, message):
 
 
 @pytest.fixture(scope="module")
-def video_pool(pool):
+def video_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("stream-videos")
+
+
+@pytest.fixture(scope="module")
+def silent_server():
+    """A TCP listener on 127.0.0.1 that accepts and never answers; `/allowed/` under it is allowed."""
+    from test_video_policy import Listener
+
+    server = Listener()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def video_pool(pool, video_root, silent_server):
+    from pipeline.core.video_policy import VideoPolicy
     from workers.video.actors import VideoPool, VideoPoolConfig
     from workers.video.decoder import DecodeConfig
 
-    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=4), cpus_per_actor=0.5))
+    policy = VideoPolicy(video_roots=(str(video_root),), video_allow=(f"{silent_server.url}/allowed/",),
+                         video_timeout_s=3)
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=4), cpus_per_actor=0.5,
+                                       policy=policy))
     yield videos
     videos.shutdown()
 
 
-def test_turns_with_video_are_described_and_a_broken_video_still_labelled(r, prefix, pool, video_pool, tmp_path):
+def test_turns_with_video_are_described_and_a_broken_video_still_labelled(r, prefix, pool, video_pool, video_root):
     from skimage import data
 
     from pipeline.core.description_cache import cache_key
     from pipeline.stream.runner import BackgroundWorker
     from workers.video.synthetic import make_video
 
+    tmp_path = video_root
     clip = make_video(tmp_path / "face.mp4", 2, 25, "libx264", size=(384, 384), image=data.astronaut())
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 4096)
@@ -465,13 +485,15 @@ def test_a_crashed_describer_leaves_the_turn_labelled_from_its_text(r, prefix, p
     import ray
     from skimage import data
 
+    from pipeline.core.video_policy import VideoPolicy
     from pipeline.stream.runner import BackgroundWorker
     from workers.video.actors import VideoPool, VideoPoolConfig
     from workers.video.decoder import DecodeConfig
     from workers.video.synthetic import make_video
 
     clip = make_video(tmp_path / "face.mp4", 1, 25, "libx264", size=(256, 256), image=data.astronaut())
-    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=2), cpus_per_actor=0.5))
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=2), cpus_per_actor=0.5,
+                                       policy=VideoPolicy(video_roots=(str(tmp_path),))))
     try:
         ray.kill(videos.actors.actors[0], no_restart=True)
         cfg = config(prefix)
@@ -484,6 +506,171 @@ def test_a_crashed_describer_leaves_the_turn_labelled_from_its_text(r, prefix, p
     labels, dead = assert_exactly_once(r, cfg, ids)
     assert dead == [] and labels[0].flags == ["no_description"] and labels[0].description is None
     assert w.metrics.registry.get_sample_value("dialoguellm_video_errors_total") == 1
+
+
+def _serve_default_video_pool():
+    """The video pool `dialoguellm serve` starts with no video flag (half a CPU here, beside the engine)."""
+    from dataclasses import replace
+
+    from pipeline.cli import build_parser
+    from pipeline.cli.configs import video_config
+    from workers.video.actors import VideoPool
+
+    config = video_config(build_parser().parse_args(["serve"]))
+    assert config.describer == "cpu" and config.policy.opens_nothing
+    return VideoPool(replace(config, cpus_per_actor=0.5))
+
+
+def test_the_seven_uris_of_the_issue_are_labelled_flagged_and_never_opened(r, prefix, pool, tmp_path):
+    """http://, tcp://, rtsp://, concat: at a 127.0.0.1 listener, /etc/passwd, /dev/stdin, /proc/self/environ,
+    with serve's default configuration: all labelled from their text, flagged, and no connection made."""
+    from test_video_policy import Listener, seven
+
+    from pipeline.stream.runner import BackgroundWorker
+
+    listener = Listener()
+    videos = _serve_default_video_pool()
+    try:
+        cfg = config(prefix)
+        uris = seven(listener)
+        with BackgroundWorker(cfg, pool, videos=videos) as w:
+            start = time.monotonic()
+            ids = [push_turn(r, "call-7", k, "Customer", f"Turn {k}: my order is late.", stream=cfg.in_stream,
+                             video=VideoSegment(uri, 0.0, 2.0)) for k, uri in enumerate(uris)]
+            wait_for(r, cfg, len(ids), timeout=60, running=w)
+            took = time.monotonic() - start
+        time.sleep(0.2)
+    finally:
+        videos.shutdown()
+        listener.close()
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and all(x.flags == ["no_description"] and x.description is None for x in labels)
+    assert listener.connections == []
+    refused = {reason: w.metrics.registry.get_sample_value("dialoguellm_videos_refused_total", {"reason": reason})
+               for reason in ("not_allowed", "scheme", "no_root", "pseudo_fs")}
+    assert refused == {"not_allowed": 1, "scheme": 3, "no_root": 1, "pseudo_fs": 2}
+    assert w.metrics.registry.get_sample_value("dialoguellm_video_errors_total") == 7
+    print(f"seven URIs: all {len(labels)} labelled and flagged in {took:.2f} s, {len(listener.connections)} "
+          "connections")
+
+
+def test_serve_with_its_default_configuration_labels_the_seven_uris_within_60_s(r, prefix, pool, tiny_model):
+    """The issue's case as an attacker tried it: `serve` with no video flag (cpu describer, one video
+    actor), its stdin a pipe left open, seven turns waiting; counted from the worker's first read."""
+    import json
+    import threading
+
+    from test_video_policy import Listener, seven
+
+    listener = Listener()
+    cfg = config(prefix)
+    ids = [push_turn(r, "call-s", k, "Customer", f"Turn {k}: where is my parcel?", stream=cfg.in_stream,
+                     video=VideoSegment(uri, 0.0, 2.0)) for k, uri in enumerate(seven(listener))]
+    args = [sys.executable, "-m", "pipeline.cli", "serve", "--redis", cfg.redis_url, "--in-stream", cfg.in_stream,
+            "--out-stream", cfg.out_stream, "--consumer", "s", "--model", str(tiny_model), "--max-model-len", "256",
+            "--kv-cache-gib", "0.5"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    stdin_r, stdin_w = os.pipe()
+    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdin=stdin_r,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    started, lines = threading.Event(), []
+
+    def read_logs() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if '"worker started"' in line:
+                started.set()
+
+    threading.Thread(target=read_logs, daemon=True).start()
+    try:
+        assert started.wait(300), "".join(lines)[-3000:]
+        start = time.monotonic()
+        wait_for(r, cfg, len(ids), timeout=60)
+        took = time.monotonic() - start
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, "".join(lines)[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(stdin_r), os.close(stdin_w)
+        listener.close()
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and all(x.flags == ["no_description"] for x in labels)
+    assert listener.connections == []
+    events = [json.loads(x) for x in lines if x.startswith("{")]
+    assert any("no video is opened" in e.get("event", "") for e in events)
+    refusals = [e for e in events if e.get("event") == "video not described"]
+    assert len(refusals) == 7 and all("refused" in e["error"] for e in refusals)
+    print(f"serve, default configuration: 7 turns labelled and flagged {took:.2f} s after the worker started, "
+          f"{len(listener.connections)} connections")
+
+
+def test_an_allowed_server_that_never_answers_holds_the_turn_only_to_the_deadline(r, prefix, pool, video_pool,
+                                                                                   silent_server):
+    from pipeline.stream.runner import BackgroundWorker
+
+    cfg = config(prefix)
+    before = len(silent_server.connections)
+    with BackgroundWorker(cfg, pool, videos=video_pool) as w:
+        start = time.monotonic()
+        ids = [push_turn(r, "call-8", 0, "Ann", "Can you see me?", stream=cfg.in_stream,
+                         video=VideoSegment(f"{silent_server.url}/allowed/v.mp4", 0.0, 1.0)),
+               push_turn(r, "call-8", 1, "Bob", "No.", stream=cfg.in_stream,
+                         video=VideoSegment(f"{silent_server.url}/other/v.mp4", 0.0, 1.0))]
+        wait_for(r, cfg, 2, timeout=60, running=w)
+        took = time.monotonic() - start
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and all(x.flags == ["no_description"] for x in labels)
+    assert len(silent_server.connections) - before == 1  # the allowed one only
+    assert took < video_pool.policy.video_timeout_s + 10, took
+    assert w.metrics.registry.get_sample_value("dialoguellm_videos_refused_total", {"reason": "not_allowed"}) == 1
+    assert w.metrics.registry.get_sample_value("dialoguellm_video_errors_total") == 2
+    print(f"silent allowed server: labelled and flagged in {took:.2f} s (deadline "
+          f"{video_pool.policy.video_timeout_s:g} s)")
+
+
+def test_a_hung_video_actor_is_replaced_and_its_turn_labelled_without_description(r, prefix, pool, tmp_path):
+    """The actor's process is really stopped (SIGSTOP): it answers nothing, as on a dead NFS mount."""
+    import ray
+    from skimage import data
+
+    from pipeline.core.video_policy import VideoPolicy
+    from pipeline.stream.runner import BackgroundWorker
+    from workers.video.actors import VideoPool, VideoPoolConfig
+    from workers.video.decoder import DecodeConfig
+    from workers.video.synthetic import make_video
+
+    clip = make_video(tmp_path / "face.mp4", 1, 25, "libx264", size=(256, 256), image=data.astronaut())
+    videos = VideoPool(VideoPoolConfig("cpu", actors=1, decode=DecodeConfig(frames=2), cpus_per_actor=0.5,
+                                       policy=VideoPolicy(video_roots=(str(tmp_path),), video_timeout_s=1),
+                                       describe_grace_s=1))
+    try:
+        old_pid = ray.get(videos.actors.actors[0].info.remote())["pid"]
+        os.kill(old_pid, signal.SIGSTOP)
+        cfg = config(prefix)
+        with BackgroundWorker(cfg, pool, videos=videos) as w:
+            start = time.monotonic()
+            ids = [push_turn(r, "call-h", 0, "Ann", "Look at this!", stream=cfg.in_stream,
+                             video=VideoSegment(str(clip), 0.0, 0.8))]
+            wait_for(r, cfg, 1, running=w, timeout=60)
+            took = time.monotonic() - start
+            deadline = time.monotonic() + 120
+            while videos.actors.alive < 1:  # the replacement answers
+                assert time.monotonic() < deadline, "no new video actor"
+                time.sleep(0.2)
+            ids.append(push_turn(r, "call-h", 1, "Ann", "And now?", stream=cfg.in_stream,
+                                 video=VideoSegment(str(clip), 0.0, 0.8)))
+            wait_for(r, cfg, 2, running=w, timeout=60)
+        new_pid = ray.get(videos.actors.actors[0].info.remote())["pid"]
+    finally:
+        videos.shutdown()
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    by_turn = {x.turn_id: x for x in labels}
+    assert dead == [] and by_turn[0].flags == ["no_description"] and by_turn[0].description is None
+    assert by_turn[1].flags == [] and by_turn[1].description.startswith("One person")
+    assert new_pid != old_pid and took < 2 + 10, took
+    print(f"hung video actor: turn labelled without description in {took:.2f} s (deadline 1 + 1 s); "
+          f"actor {old_pid} replaced by {new_pid}")
 
 
 def test_dead_letters_replayed_after_a_fix_are_labelled_once(r, prefix, pool, run_cli):

@@ -12,6 +12,7 @@ import pytest
 
 from pipeline.core.errors import ConfigError, VideoError
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.synthetic import make_video, truncate
 
@@ -43,8 +44,13 @@ def videos(tmp_path_factory) -> dict[str, Path]:
     return made
 
 
+def under(path) -> VideoPolicy:
+    """The policy that opens files in `path`'s folder."""
+    return VideoPolicy(video_roots=(str(Path(path).parent),))
+
+
 def decode(path, start, end, **config):
-    return SegmentDecoder(DecodeConfig(**config)).decode(VideoSegment(str(path), start, end))
+    return SegmentDecoder(DecodeConfig(**config), under(path)).decode(VideoSegment(str(path), start, end))
 
 
 @pytest.mark.parametrize("name, fps", [("mpeg4-25", 25), ("h264-30", 30), ("h264-60", 60), ("mpeg4-15-audio", 15),
@@ -118,7 +124,8 @@ def astronaut_video(tmp_path_factory) -> Path:
 def test_the_cpu_describer_reads_a_real_face(astronaut_video):
     from workers.video.segment_describer import SegmentDescriber
 
-    result = SegmentDescriber("cpu").describe(VideoSegment(str(astronaut_video), 0.2, 1.8))
+    result = SegmentDescriber("cpu", policy=under(astronaut_video)).describe(
+        VideoSegment(str(astronaut_video), 0.2, 1.8))
     assert result.error is None
     cues = result.description.cues
     assert cues["faces"] == 1 and cues["frames_with_face"] == 8
@@ -130,14 +137,16 @@ def test_the_cpu_describer_reads_a_real_face(astronaut_video):
 def test_no_face_is_said_plainly(videos):
     from workers.video.segment_describer import SegmentDescriber
 
-    result = SegmentDescriber("cpu").describe(VideoSegment(str(videos["mpeg4-25"]), 0, 1))
+    result = SegmentDescriber("cpu", policy=under(videos["mpeg4-25"])).describe(
+        VideoSegment(str(videos["mpeg4-25"]), 0, 1))
     assert result.description.cues["faces"] == 0 and result.text.startswith("No face is visible;")
 
 
 def test_a_broken_video_gives_an_error_result_not_an_exception(videos):
     from workers.video.segment_describer import SegmentDescriber
 
-    result = SegmentDescriber("cpu").describe(VideoSegment(str(videos["garbage"]), 0, 1))
+    result = SegmentDescriber("cpu", policy=under(videos["garbage"])).describe(
+        VideoSegment(str(videos["garbage"]), 0, 1))
     assert result.description is None and result.error.startswith("cannot open ")
 
 
@@ -196,7 +205,9 @@ def test_video_actors_describe_a_batch_in_order(videos, astronaut_video):
     from workers.video.actors import VideoPool, VideoPoolConfig
 
     # Half a CPU each: the session's engine actor holds one of Ray's two here.
-    pool = VideoPool(VideoPoolConfig("cpu", actors=2, decode=DecodeConfig(frames=4), cpus_per_actor=0.5))
+    policy = VideoPolicy(video_roots=(str(astronaut_video.parent), str(videos["garbage"].parent)))
+    pool = VideoPool(VideoPoolConfig("cpu", actors=2, decode=DecodeConfig(frames=4), cpus_per_actor=0.5,
+                                     policy=policy))
     try:
         segments = [VideoSegment(str(astronaut_video), 0, 1), VideoSegment(str(videos["garbage"]), 0, 1),
                     VideoSegment(str(videos["mpeg4-25"]), 0, 1), VideoSegment(str(astronaut_video), 1, 1)]

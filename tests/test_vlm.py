@@ -21,6 +21,7 @@ import gc, json, sys
 from pathlib import Path
 from tiny_vlm import build_tiny_qwen2_vl, qwen2_vl_without_torchvision
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.describers.vlm import VLMConfig, VLMDescriber
 from workers.video.synthetic import make_video
@@ -28,7 +29,7 @@ from workers.video.synthetic import make_video
 tmp, meld = Path(sys.argv[1]), Path(sys.argv[2])
 model = build_tiny_qwen2_vl(tmp / "tiny-qwen2-vl", meld)
 video = make_video(tmp / "clip.mp4", 2, 25, "libx264", size=(128, 128))
-decoder = SegmentDecoder(DecodeConfig(frames=2))
+decoder = SegmentDecoder(DecodeConfig(frames=2), VideoPolicy(video_roots=(str(tmp),)))
 segments = [decoder.decode(VideoSegment(str(video), 0, 1)), decoder.decode(VideoSegment(str(video), 1, 2))]
 with qwen2_vl_without_torchvision():
     describer = VLMDescriber(VLMConfig(model=str(model), max_images=2, max_tokens=8, max_model_len=1024,

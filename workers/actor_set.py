@@ -24,6 +24,10 @@ class NoActorsError(DialogueLLMError):
     """A call failed on every actor it was sent to."""
 
 
+class ActorTimeout(DialogueLLMError):
+    """A call overran its deadline: its actor was taken as hung and replaced."""
+
+
 _started_here = False  # a local Ray this process started: its resources never grow
 
 
@@ -60,6 +64,7 @@ class ActorSet:
         if _started_here:
             _check_fits(kind, count, self.asks, self._held_elsewhere())
         remote = ray.remote(max_restarts=max_restarts, **options)(cls)
+        self._remote, self._args = remote, args
         self.actors = [remote.remote(*args) for _ in range(count)]
         self._inflight = [0] * count
         self._alive = [True] * count
@@ -80,10 +85,12 @@ class ActorSet:
         """Actors in rotation."""
         return sum(self._alive)
 
-    async def call(self, method: str, *args: Any) -> Any:
+    async def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
         """`method(*args)` on the least busy live actor; retried at once on another if the actor
         dies under it, waited for while none is alive. Raises `NoActorsError` when it failed on
-        as many actors as there are (a call that kills whatever runs it)."""
+        as many actors as there are (a call that kills whatever runs it). With `timeout_s`, a
+        call the actor has not answered by then raises `ActorTimeout` and the actor, taken as
+        hung, is killed and replaced by a new one (in rotation once it answers)."""
         import ray
 
         failures = 0
@@ -91,7 +98,15 @@ class ActorSet:
             i = await self._pick()
             self._inflight[i] += 1
             try:
-                return await getattr(self.actors[i], method).remote(*args)
+                ref = getattr(self.actors[i], method).remote(*args)
+                if timeout_s is None:
+                    return await ref
+                try:
+                    return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
+                except asyncio.TimeoutError:
+                    self.replace(i, f"{method} took longer than {timeout_s:g} s")
+                    raise ActorTimeout(f"{method} took longer than {timeout_s:g} s; the {self.kind} was "
+                                       "replaced") from None
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
                 failures += 1
                 self._out_of_rotation(i, e)
@@ -99,6 +114,21 @@ class ActorSet:
                     raise NoActorsError(f"{method} failed on {failures} {self.kind}(s) that died: {e}") from None
             finally:
                 self._inflight[i] -= 1
+
+    def replace(self, i: int, why: str) -> None:
+        """Kill actor `i` (hung: it answers nothing) and start a new one in its place, out of
+        rotation until it answers."""
+        import ray
+
+        old = self.actors[i]
+        try:
+            ray.kill(old, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone: the new one is started all the same
+            pass
+        self.actors[i] = self._remote.remote(*self._args)
+        self._alive[i] = False
+        log.warning(f"{self.kind} {i} hung ({why}): killed, a new one is starting", extra={"alive": self.alive})
+        self._ensure_probes()
 
     def abandon_waiting(self) -> None:
         """Calls waiting for a live actor now raise `NoActorsError` (a stopping worker lets them go);

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.benchmarks.common import log
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 
 
 def make_clips(folder: Path, clips: int, seconds: float) -> list[Path]:
@@ -68,7 +69,7 @@ def run_video_benchmark(clips: int = 4, clip_s: float = 30.0, segment_s: float =
                               "pyav_frames_per_s": round(frames / baseline, 1)}
     log(f"  (a) plain PyAV, this process: {len(segments) / baseline:.2f} segments/s, {frames / baseline:.0f} frames/s")
     for actors in (1, 2):
-        pool = VideoPool(VideoPoolConfig("cpu", actors=actors))
+        pool = VideoPool(VideoPoolConfig("cpu", actors=actors, policy=VideoPolicy(video_roots=(str(folder),))))
         try:
             asyncio.run(pool.decode(segments[:2 * actors]))
             start = time.perf_counter()

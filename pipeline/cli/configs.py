@@ -196,7 +196,9 @@ class ReplayConfig:
 class DescribeConfig:
     """`dialoguellm describe`."""
 
-    uri: str = field(metadata=field_help("a video file or any URL FFmpeg reads", positional=True))
+    uri: str = field(metadata=field_help(
+        "a video file (its folder is the video root when no --video-root is given), or an http(s) URL under a "
+        "--video-allow prefix", positional=True))
     start: float = field(metadata=field_help("seconds"))
     end: float = field(metadata=field_help("seconds"))
     json: bool = field(default=False, metadata=field_help("the description, its cues and timings as JSON"))

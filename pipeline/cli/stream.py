@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import time
 import uuid
 
@@ -35,6 +36,10 @@ def run_serve(config: ServeConfig) -> int:
 
     setup_logging(config.log_format)
     preflight(config)
+    if config.video.enabled and config.video.policy.opens_nothing:
+        logging.getLogger("dialoguellm.stream").warning(
+            "no --video-root or --video-allow: no video is opened; turns with video are labelled from their "
+            "text, flagged no_description")
     pool, videos = start_pools(config)
     try:
         serve_until_signal(config.stream, pool, WorkerMetrics(), videos)

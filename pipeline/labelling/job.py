@@ -33,8 +33,6 @@ class LabelJob:
 
     manifest: str = field(metadata=field_help("one row per turn (see the README)"))
     out: str = field(metadata=field_help("output folder, e.g. labels.parquet"))
-    video_root: str | None = field(default=None, metadata=field_help(
-        "folder the manifest's video paths (MELD: dia{D}_utt{U}.mp4) are under"))
     label_set: str = field(default="meld", metadata=field_help("labels to choose from",
                                                                choices=lambda: tuple(LABEL_SETS)))
     batch_size: int = field(default=256, metadata=field_help("rows per engine batch"))
@@ -51,6 +49,12 @@ class LabelJob:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if not str(self.out).endswith(".parquet"):
             raise ConfigError(f"out: {self.out!r} should name a .parquet folder")
+
+    @property
+    def video_root(self) -> str | None:
+        """Where the manifest's relative video paths (MELD's clip names) are: the first --video-root."""
+        roots = self.video.policy.video_roots
+        return roots[0] if roots else None
 
 
 def done_rows(out: str | Path) -> set[int]:
@@ -122,7 +126,8 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
             ds = ds.map_batches(DescribeStage, batch_format="pandas", batch_size=16, concurrency=video.actors,
                                 num_cpus=0.5, num_gpus=float(video.describer == "vlm"),
                                 fn_constructor_args=(video.describer, video.decode,
-                                                     job.cache_dir or _default_cache(), video.options))
+                                                     job.cache_dir or _default_cache(), video.options,
+                                                     video.policy))
         # Two batches in flight per engine actor (as the stream worker and ray.data.llm keep): the
         # next batch is fetched and converted while the engine labels this one; the engine itself
         # labels one batch at a time.

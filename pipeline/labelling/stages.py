@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.predictions import LabelRequest
 from pipeline.core.turns import Turn, VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from pipeline.labelling.manifest import output_columns
 from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
@@ -22,13 +23,16 @@ _NO_END = 1e9  # a segment without an end: the whole file (the decoder stops at 
 
 
 class DescribeStage:
-    """Video segments to descriptions, through the on-disk description cache."""
+    """Video segments to descriptions, through the on-disk description cache. Only what `policy`
+    allows is opened (as the stream worker: checked before the cache, again when opened)."""
 
-    def __init__(self, describer: str, decode: DecodeConfig, cache_dir: str, options: dict | None = None) -> None:
+    def __init__(self, describer: str, decode: DecodeConfig, cache_dir: str, options: dict | None = None,
+                 policy: VideoPolicy | None = None) -> None:
         from pipeline.core.description_cache import DiskDescriptionCache
         from workers.video.segment_describer import SegmentDescriber
 
-        self.worker = SegmentDescriber(describer, decode, **(options or {}))
+        self.policy = policy or VideoPolicy()
+        self.worker = SegmentDescriber(describer, decode, self.policy, **(options or {}))
         self.cache = DiskDescriptionCache(cache_dir)
 
     def __call__(self, batch: Any) -> Any:
@@ -38,7 +42,11 @@ class DescribeStage:
         for i, (uri, start, end) in enumerate(zip(batch["_video_uri"], batch["_start"], batch["_end"])):
             if _text(descriptions[i]) or not _text(uri):
                 continue
-            segment = VideoSegment(str(uri), float(start), _NO_END if _missing(end) else float(end))
+            source = self.policy.decide(str(uri))
+            if not source.allowed:
+                errors[i] = f"video not described: {source.reason}"
+                continue
+            segment = VideoSegment(source.path or source.url, float(start), _NO_END if _missing(end) else float(end))
             key = cache_key(segment, self.worker.name, self.worker.version)
             found = self.cache.get(key)
             if found is None:

@@ -31,6 +31,12 @@ class WorkerMetrics:
                                         "Video segments described (cache misses)", **kw)
         self.video_errors = Counter("dialoguellm_video_errors_total",
                                     "Turns whose video could not be described (labelled from text alone)", **kw)
+        self.videos_refused = Counter("dialoguellm_videos_refused_total",
+                                      "Turns whose video URI the video policy refused (never opened), by reason",
+                                      ["reason"], **kw)
+        self.video_timeouts = Counter("dialoguellm_video_timeouts_total",
+                                      "Batches whose describing overran its deadline (labelled without "
+                                      "descriptions)", **kw)
         self.redis_errors = Counter("dialoguellm_redis_errors_total", "Redis calls that failed and were retried",
                                     **kw)
 

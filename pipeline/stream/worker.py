@@ -21,6 +21,7 @@ from pipeline.core.descriptions import DescribeResult
 from pipeline.core.errors import ConfigError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from pipeline.core.wire import (
     FLAG_NO_DESCRIPTION,
     FLAG_PARTIAL_CONTEXT,
@@ -68,6 +69,9 @@ class VideoDescribers(Protocol):
 
     describer: str
     version: str
+    policy: VideoPolicy  # what may be opened: checked here before any actor is asked, and again there
+
+    def deadline_s(self, segments: int) -> float: ...
 
     async def describe(self, segments: Sequence[VideoSegment]) -> list[DescribeResult]: ...
 
@@ -77,7 +81,9 @@ class StreamWorker:
 
     With `videos`, a turn that has a `video` and no `description` is described first (through
     the description cache in Redis); a video that cannot be described leaves the turn labelled
-    from its text, flagged `no_description`.
+    from its text, flagged `no_description`: a URI the video policy refuses (never opened, not
+    even sent to an actor), a broken video, a crashed describer, or describing that overran the
+    batch's deadline (`videos.deadline_s`).
     """
 
     def __init__(self, redis: Any, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None,
@@ -200,35 +206,56 @@ class StreamWorker:
         return self.schema.parse(entry.fields)
 
     async def _describe(self, todo: list[tuple[Entry, TurnMessage]]) -> list[tuple[Entry, TurnMessage]]:
-        """Fill in the description of every turn whose video can be described."""
+        """Fill in the description of every turn whose video the policy allows and can be described."""
         wanted = [i for i, (_, m) in enumerate(todo) if m.video is not None and m.description is None]
         if self.videos is None or not wanted:
             return todo
-        segments = [todo[i][1].video for i in wanted]
+        # Nothing a message names is trusted: the policy decides before any actor or cache sees it.
+        allowed: list[int] = []
+        segments: list[VideoSegment] = []
+        for i in wanted:
+            video = todo[i][1].video
+            source = self.videos.policy.decide(video.uri)
+            if source.allowed:
+                allowed.append(i)
+                segments.append(replace(video, uri=source.path or source.url))
+            else:
+                self.metrics.videos_refused.labels(source.refused).inc()
+                self._not_described(todo[i][0], source.reason)
+        if not allowed:
+            return todo
         keys = [cache_key(s, self.videos.describer, self.videos.version) for s in segments]
         known = await self._redis(lambda: self.descriptions.get_many(keys))
         # One description per distinct segment, even when several turns of the batch share it.
         missing = list({keys[j]: j for j, d in enumerate(known) if d is None}.values())
+        deadline = self.videos.deadline_s(len(missing))
         try:
-            results = await self.videos.describe([segments[j] for j in missing])
+            results = await asyncio.wait_for(self.videos.describe([segments[j] for j in missing]), deadline)
             fresh = {keys[j]: r.description for j, r in zip(missing, results, strict=True) if r.description is not None}
             errors = {keys[j]: r.error for j, r in zip(missing, results, strict=True) if r.description is None}
+        except asyncio.TimeoutError:  # labelled without descriptions; hung actors are replaced by the pool
+            self.metrics.video_timeouts.inc()
+            reason = f"describing the batch's {len(missing)} video(s) took longer than its {deadline:g} s deadline"
+            fresh, errors = {}, {keys[j]: reason for j in missing}
         except Exception as e:  # a crashed video actor: the turns are labelled from their text alone
             reason = f"describer failed: {type(e).__name__}: {e}"
             fresh, errors = {}, {keys[j]: reason for j in missing}
         for j, key in enumerate(keys):
             known[j] = known[j] or fresh.get(key)
             if key in errors:
-                self.metrics.video_errors.inc()
-                log.warning("video not described", extra={"source_id": todo[wanted[j]][0].id, "error": errors[key]})
+                self._not_described(todo[allowed[j]][0], errors[key])
         self.metrics.videos_described.inc(len(fresh))
         await self._redis(lambda: self.descriptions.put_many(fresh))
         todo = list(todo)
-        for i, description in zip(wanted, known, strict=True):
+        for i, description in zip(allowed, known, strict=True):
             if description is not None:
                 entry, message = todo[i]
                 todo[i] = (entry, replace(message, description=description.text))
         return todo
+
+    def _not_described(self, entry: Entry, reason: str) -> None:
+        self.metrics.video_errors.inc()
+        log.warning("video not described", extra={"source_id": entry.id, "error": reason})
 
     async def _label(self, todo: list[tuple[Entry, TurnMessage]]) -> list[Outcome]:
         todo = await self._describe(todo)

@@ -1,10 +1,14 @@
 """`SegmentDecoder`: a video segment `{uri, start, end}` to a few RGB frames, with PyAV.
 
-Opens a local file or anything FFmpeg reads, seeks to `start` (the keyframe before it), decodes
+Opens only what its `VideoPolicy` allows, through `workers.video.sources` (local files under the
+video roots, http(s) URLs under the allowed prefixes; see there), within the policy's deadline,
+seeks to `start` (the keyframe before it), decodes
 forward to `end` with threaded (slice) decoding, and keeps the frames the sampling mode picks, scaled
 so their longer side is at most `max_side`. Every way a segment can fail raises `VideoError`
 with a reason (documented results):
 
+- a URI the policy refuses, or not a regular file: "video '...' refused: ..." (nothing opened);
+- opening, reading and decoding past `video_timeout_s`: "... took longer than the N s deadline";
 - a missing, unreadable or corrupt file: "cannot open ..."; damage found mid-way keeps the
   frames decoded before it (`SegmentFrames.damaged` holds the reason) or, with none, fails;
 - no video stream (an audio-only file): "no video stream";
@@ -24,6 +28,7 @@ from typing import Any
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError, VideoError
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from workers.video.modes import MODES, get_sampling_mode
 
 THREAD_TYPES = ("slice", "frame", "auto")
@@ -41,7 +46,6 @@ class DecodeConfig:
     threads: int = 0  # 0: FFmpeg picks (one per core)
     # Slice threading: frame threading measured slower here, its pipeline refilling after every seek.
     thread_type: str = "slice"
-    open_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.frames <= 0:
@@ -68,29 +72,29 @@ class SegmentFrames:
 
 
 class SegmentDecoder:
-    def __init__(self, config: DecodeConfig = DecodeConfig()) -> None:
+    """Decodes what `policy` allows (the default policy opens nothing)."""
+
+    def __init__(self, config: DecodeConfig = DecodeConfig(), policy: VideoPolicy = VideoPolicy()) -> None:
         self.config = config
+        self.policy = policy
         self.mode = get_sampling_mode(config.mode)
 
     def decode(self, segment: VideoSegment) -> SegmentFrames:
         """The segment's sampled frames, or `VideoError` saying why there are none."""
+        from workers.video.sources import Deadline
+
         if segment.end <= segment.start:
             raise VideoError(f"zero-length segment ({segment.start}s to {segment.end}s)")
+        deadline = Deadline(self.policy.video_timeout_s)
         try:
-            return self._decode(segment, seek=True)
+            return self._decode(segment, seek=True, deadline=deadline)
         except _NoTimestamps:
-            return self._decode(segment, seek=False)
+            return self._decode(segment, seek=False, deadline=deadline)
 
-    def _decode(self, segment: VideoSegment, seek: bool) -> SegmentFrames:
-        import av
+    def _decode(self, segment: VideoSegment, seek: bool, deadline: Any) -> SegmentFrames:
+        from workers.video.sources import open_video
 
-        try:
-            # A timeout costs a Python callback on every read: only for sources that can hang.
-            local = "://" not in segment.uri or segment.uri.startswith("file:")
-            container = av.open(segment.uri, timeout=None if local else self.config.open_timeout_s)
-        except (av.error.FFmpegError, OSError) as e:
-            raise VideoError(f"cannot open {segment.uri}: {_reason(e)}") from None
-        with container:
+        with open_video(segment.uri, self.policy, deadline) as container:
             if not container.streams.video:
                 raise VideoError(f"no video stream in {segment.uri} (audio only?)")
             stream = container.streams.video[0]
@@ -102,7 +106,7 @@ class SegmentDecoder:
             self.mode.prepare(stream, segment.start, end, self.config.frames)
             result = SegmentFrames(segment)
             last = [None]  # the last frame time seen, to tell "past the end" from "no frame"
-            timed = self._timed(container, stream, segment, result, last, seek)
+            timed = self._timed(container, stream, segment, result, last, seek, deadline)
             for t, frame in self.mode.pick(timed, segment.start, end, self.config.frames):
                 result.frames.append(self._rgb(frame))
                 result.times.append(round(t, 3))
@@ -117,7 +121,7 @@ class SegmentDecoder:
         return result
 
     def _timed(self, container: Any, stream: Any, segment: VideoSegment, result: SegmentFrames,
-               last: list, seek: bool) -> Iterator[tuple[float, Any]]:
+               last: list, seek: bool, deadline: Any) -> Iterator[tuple[float, Any]]:
         """Decoded frames with their times, from (about) `start` until `end`; damage ends it quietly."""
         import av
 
@@ -139,6 +143,7 @@ class SegmentDecoder:
             if by_index and seek:
                 raise _NoTimestamps  # a frame's time is then its index: decode again from the start
             for index, frame in enumerate(_chain(first, frames)):
+                deadline.check(segment.uri, "decoding")
                 t = index / float(rate) if by_index else frame.time
                 if t is None:
                     continue

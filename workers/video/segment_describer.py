@@ -8,14 +8,24 @@ from collections.abc import Sequence
 from pipeline.core.descriptions import DescribeResult
 from pipeline.core.errors import VideoError
 from pipeline.core.turns import VideoSegment
+from pipeline.core.video_policy import VideoPolicy
 from workers.video.decoder import DecodeConfig, SegmentDecoder
 from workers.video.describers import get_describer
 
 
 class SegmentDescriber:
-    def __init__(self, describer: str = "cpu", decode: DecodeConfig = DecodeConfig(), **options) -> None:
-        self.decoder = SegmentDecoder(decode)
-        self.describer = get_describer(describer, **options)
+    def __init__(self, describer: str = "cpu", decode: DecodeConfig = DecodeConfig(),
+                 policy: VideoPolicy = VideoPolicy(), **options) -> None:
+        self.decoder = SegmentDecoder(decode, policy)
+        self._choice, self._options = describer, options
+        self._describer = None
+
+    @property
+    def describer(self):
+        """The describer, loaded on first use: a video that cannot be decoded never loads a model."""
+        if self._describer is None:
+            self._describer = get_describer(self._choice, **self._options)
+        return self._describer
 
     @property
     def name(self) -> str:
