@@ -513,10 +513,11 @@ def _serve_default_video_pool():
     from dataclasses import replace
 
     from pipeline.cli import build_parser
-    from pipeline.cli.configs import video_config
+    from pipeline.cli.configs import ServeConfig
+    from pipeline.cli.flags import config_from_args
     from workers.video.actors import VideoPool
 
-    config = video_config(build_parser().parse_args(["serve"]))
+    config = config_from_args(ServeConfig, build_parser().parse_args(["serve"])).video
     assert config.describer == "cpu" and config.policy.opens_nothing
     return VideoPool(replace(config, cpus_per_actor=0.5))
 
