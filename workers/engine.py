@@ -60,15 +60,16 @@ class EmotionEngine:
             served = str(merged_model_dir(self.model, self.adapters[config.default_adapter].path))
         loras = {name: info for name, info in self.adapters.items() if not (self.merged and name == config.default_adapter)}
         self.llm = _start_llm(served, config, bool(loras) or config.enable_lora)
-        self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len)
+        self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len,
+                                 config.prompt, config.window_step)
         self.mode = get_mode(config.decoding)
         self.stats = EngineStats()
         self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(loras.items())}
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
-        """Label every request's turn in one batch."""
-        prompts = self.prompter.build_all(requests)
-        return self.predict_prompts(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
+        """Label every request's turn in one batch (its prompt sent as token ids, as training built them)."""
+        prompts = self.prompter.build_all_ids(requests)
+        return self.predict_ids(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
 
     def warm_up(self) -> None:
         """Label one throwaway turn, so the first real batch does not pay for lazy initialisation."""
@@ -82,16 +83,16 @@ class EmotionEngine:
         window, an unknown adapter) gets its error in its place while the others are labelled."""
         results: list[Prediction | DialogueLLMError | None] = [None] * len(requests)
         ready: list[int] = []
-        prompts: list[str] = []
+        prompts: list[list[int]] = []
         for i, request in enumerate(requests):
             try:
                 self.adapter_name(request.adapter)
-                prompts.append(self.prompter.build(request))
+                prompts.append(self.prompter.build_ids(request))
                 ready.append(i)
             except DialogueLLMError as e:
                 results[i] = e
         chosen = [requests[i] for i in ready]
-        predictions = self.predict_prompts(prompts, [r.label_set for r in chosen], [r.adapter for r in chosen])
+        predictions = self.predict_ids(prompts, [r.label_set for r in chosen], [r.adapter for r in chosen])
         for i, prediction in zip(ready, predictions):
             results[i] = prediction
         return results
@@ -103,16 +104,25 @@ class EmotionEngine:
         adapters: Sequence[str | None] | str | None = None,
         decoding: str | None = None,
     ) -> list[Prediction]:
-        """Label ready-built prompts; `label_sets` and `adapters` are one value or one per prompt.
-
-        `decoding` overrides the configured decoding mode for this call.
+        """Label ready-built prompts (text, tokenised whole); `label_sets` and `adapters` are one value
+        or one per prompt. `decoding` overrides the configured decoding mode for this call.
         """
+        return self.predict_ids([self.prompter.encode(p) for p in prompts], label_sets, adapters, decoding)
+
+    def predict_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        label_sets: Sequence[str] | str = "meld",
+        adapters: Sequence[str | None] | str | None = None,
+        decoding: str | None = None,
+    ) -> list[Prediction]:
+        """Label prompts given as token ids (vLLM `TokensPrompt`s: the ids are served as they are)."""
         n = len(prompts)
         label_sets = [label_sets] * n if isinstance(label_sets, str) else list(label_sets)
         adapters = [adapters] * n if adapters is None or isinstance(adapters, str) else list(adapters)
         names = [self.adapter_name(a) for a in adapters]
         items = [
-            ScoringItem(self.prompter.encode(prompt), self.prompter.space(label_set), self._loras.get(name))
+            ScoringItem(list(prompt), self.prompter.space(label_set), self._loras.get(name))
             for prompt, label_set, name in zip(prompts, label_sets, names)
         ]
         mode = get_mode(decoding) if decoding else self.mode
@@ -183,7 +193,8 @@ def _on_cpu() -> bool:
 def _warn_if_trained_otherwise(info: AdapterInfo, config: EngineConfig) -> None:
     """Prompts differ from training's when the context or token budget differs: say so."""
     meta = info.meta
-    for name, trained in (("context_turns", meta.context_turns), ("max_model_len", meta.max_model_len)):
+    for name, trained in (("context_turns", meta.context_turns), ("max_model_len", meta.max_model_len),
+                          ("prompt", meta.prompt), ("window_step", meta.window_step)):
         if trained is not None and trained != getattr(config, name):
             log.warning("adapter %r was trained with %s=%s but is served with %s=%s: its prompts differ from "
                         "training's", info.name, name, trained, name, getattr(config, name))
