@@ -169,3 +169,73 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model):
         assert (resumed[name] - weights).abs().max().item() <= 1e-6, name
     uninterrupted_epoch0 = load_file(str(tmp_path / "whole" / "epoch-0" / "adapter_model.safetensors"))
     assert any((uninterrupted_epoch0[k] - whole[k]).abs().max() > 1e-4 for k in whole), "epoch 1 trained"
+
+
+def _conversation_setup(tiny_model, data_root, label_set, split, max_model_len=256, seed=5):
+    """Conversation-prompt examples of the first MELD dev dialogues (a small window, so it moves)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.core.datasets import load_dataset
+    from pipeline.core.evaluation import label_requests
+    from pipeline.core.prompter import Prompter
+    from training.examples import encode_examples
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64)
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
+                      layers_to_transform=list(range(split, model.config.num_hidden_layers)),
+                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    model = get_peft_model(model, lora)
+    prompter = Prompter(tokenizer, 64, max_model_len, "conversation", window_step=4)
+    conversations = load_dataset("meld", "dev", data_root / "MELD" / "dev_sent_emo.csv")[:4]
+    requests = label_requests(conversations, prompter.context_turns)
+    labels = prompter.space(label_set).labels
+    requests = [r.__class__(r.turn.__class__(**{**r.turn.__dict__, "label": labels[i % len(labels)]}),
+                            r.context, label_set) for i, r in enumerate(requests)]
+    examples, skipped = encode_examples(requests, prompter)
+    assert skipped == 0
+    return model, examples, {label_set: prompter.space(label_set)}, tokenizer
+
+
+@pytest.mark.parametrize("split", [0, 1])
+@pytest.mark.parametrize("label_set", ["meld", SHARED_PREFIX.name])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_pass_per_conversation_matches_the_per_turn_computation(tiny_model, data_root, split, label_set,
+                                                                    weighted):
+    """label_ce read at every turn's slot of one pass per conversation segment = the per-turn prompts'
+    (plain padded rows): loss and every LoRA gradient, with a window that moves, with the lower layer
+    frozen and cached, on a multi-token label trie (extension positions), with class weights."""
+    from training.conversation_step import conversation_segments
+    from training.steps import make_batch_loss
+
+    model, examples, spaces, tokenizer = _conversation_setup(tiny_model, data_root, label_set, split)
+    segments = conversation_segments(examples)
+    assert len(segments) < len(examples) / 3, "turns must share passes"
+    assert len(segments) > 4, "the window must move at least once in a conversation (and conversations split)"
+    if label_set == SHARED_PREFIX.name:
+        assert len(spaces[label_set].trie.query_points) > 1, "the test needs a multi-token label trie"
+    weights = {label_set: {label: 1.0 + k for k, label in enumerate(spaces[label_set].labels)}} if weighted else None
+
+    def run(kind):
+        step = make_batch_loss(kind, model, "label_ce", spaces, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                               split, class_weights=weights)
+        step.prepare(examples, log=lambda _: None)
+        model.zero_grad()
+        loss, _ = step.loss(list(range(step.units)))
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}, step
+
+    plain_loss, plain_grads, _ = run("plain")
+    one_loss, one_grads, step = run("conversation")
+    assert [i for u in range(step.units) for i in step.members(u)] == list(range(len(examples)))
+    assert abs(one_loss - plain_loss) <= 1e-4 * abs(plain_loss), (one_loss, plain_loss)
+    assert plain_grads.keys() == one_grads.keys() and plain_grads
+    worst = 0.0
+    for name, plain in plain_grads.items():
+        error = ((one_grads[name] - plain).norm() / plain.norm()).item()
+        worst = max(worst, error)
+        assert error <= 1e-4, f"{name}: relative gradient error {error:.2e}"
+    print(f"loss {one_loss:.6f} vs {plain_loss:.6f}, worst relative gradient error {worst:.1e}")
