@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.calibration import apply_temperature
+from pipeline.core.decision import decide, undo_class_weights
 from pipeline.core.errors import AdapterError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.prompter import Prompter
@@ -136,8 +137,11 @@ class EmotionEngine:
             self.stats.prompt_tokens += d.prompt_tokens
             self.stats.cached_tokens += d.cached_tokens
         self.stats.turns += n
-        return [Prediction.from_probs(self._calibrated(d.probs, name, label_set), name, d.label)
-                for d, name, label_set in zip(decoded, names, label_sets, strict=True)]
+        predictions = []
+        for d, name, label_set in zip(decoded, names, label_sets, strict=True):
+            probs = self._calibrated(d.probs, name, label_set)
+            predictions.append(Prediction.from_probs(probs, name, d.label or self._decide(probs, name, label_set)))
+        return predictions
 
     def temperature(self, adapter: str | None, label_set: str) -> float:
         """The served adapter's dev-fitted temperature for `label_set` (1.0: none recorded)."""
@@ -146,7 +150,16 @@ class EmotionEngine:
         return self.adapters[adapter].meta.temperatures.get(label_set, 1.0)
 
     def _calibrated(self, probs: dict[str, float], adapter: str | None, label_set: str) -> dict[str, float]:
+        """The served probabilities: an adapter trained with class weights has them divided out
+        (`pipeline.core.decision`), then its temperature applies."""
+        if adapter is not None:
+            probs = undo_class_weights(probs, self.adapters[adapter].meta.class_weights.get(label_set, {}))
         return apply_temperature(probs, self.temperature(adapter, label_set))
+
+    def _decide(self, probs: dict[str, float], adapter: str | None, label_set: str) -> str:
+        """The label: argmax of p × the adapter's dev-fitted decision weights (plain argmax without)."""
+        weights = self.adapters[adapter].meta.decision_weights.get(label_set) if adapter is not None else None
+        return decide(probs, weights)
 
     def add_adapter(self, name: str, path: str) -> None:
         """Serve one more adapter by name (a new adapter rolled out without a restart).
