@@ -239,3 +239,55 @@ def test_one_pass_per_conversation_matches_the_per_turn_computation(tiny_model, 
         worst = max(worst, error)
         assert error <= 1e-4, f"{name}: relative gradient error {error:.2e}"
     print(f"loss {one_loss:.6f} vs {plain_loss:.6f}, worst relative gradient error {worst:.1e}")
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("label_set", ["meld", SHARED_PREFIX.name])
+def test_one_pass_label_ce_is_what_the_engine_serves_for_the_conversation_prompt(engine, tiny_model, tiny_adapter,
+                                                                                 label_set):
+    """Every turn's probabilities read from one pass over the conversation are the ones the real vLLM
+    engine serves for that turn's conversation prompt (sent as token ids); exp(-label_ce) of a turn
+    is its gold label's served probability."""
+    import math
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pipeline.core.predictions import LabelRequest
+    from pipeline.core.prompter import Prompter
+    from pipeline.core.turns import Turn
+    from training.conversation_step import conversation_segments
+    from training.objectives import Example
+    from training.steps import make_batch_loss
+
+    lines = [("Monica", "You're going out with the guy!"), ("Joey", "C'mon, there's gotta be something wrong with him!"),
+             ("Chandler", "All right Joey, be nice."), ("Monica", "So does he have a hump?"), ("Rachel", "Wait, does he eat chalk?")]
+    conversation = Prompter(engine.prompter.tokenizer, 64, engine.config.max_model_len, "conversation", 8)
+    labels = conversation.space(label_set).labels
+    turns = [Turn("c", i, who, text, label=labels[i % len(labels)]) for i, (who, text) in enumerate(lines)]
+    requests = [LabelRequest(t, tuple(turns[:i]), label_set, "tiny") for i, t in enumerate(turns)]
+    served_by, engine.prompter = engine.prompter, conversation  # the engine's own path: predict -> build_ids
+    try:
+        served = engine.predict(requests)
+    finally:
+        engine.prompter = served_by
+    examples = [Example(tuple(conversation.build_ids(r)), label_set, r.turn.label) for r in requests]
+    assert len(conversation_segments(examples)) == 1, "one pass for the whole conversation"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32),
+                                      str(tiny_adapter))
+    tokenizer = conversation.tokenizer
+    step = make_batch_loss("conversation", model, "label_ce", {label_set: conversation.space(label_set)},
+                           tokenizer.eos_token_id, tokenizer.pad_token_id)
+    step.prepare(examples, log=lambda _: None)
+    rows = step.probabilities([0]).tolist()
+    for request, prediction, row in zip(requests, served, rows, strict=True):
+        for label, p in zip(labels, row, strict=False):
+            assert math.isclose(p, prediction.probs[label], rel_tol=2e-3, abs_tol=2e-3), (request.turn.turn_id, label)
+    single = make_batch_loss("conversation", model, "label_ce", {label_set: conversation.space(label_set)},
+                             tokenizer.eos_token_id, tokenizer.pad_token_id)
+    single.prepare(examples[-1:], log=lambda _: None)
+    with torch.no_grad():
+        loss, _ = single.loss([0])
+    gold = requests[-1].turn.label
+    assert math.isclose(math.exp(-loss.item()), served[-1].probs[gold], rel_tol=2e-3, abs_tol=2e-3)
