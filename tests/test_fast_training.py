@@ -128,19 +128,25 @@ loop.run_training(replace(config, model=sys.argv[2]), checkpoint_root=Path(sys.a
 """
 
 
-def _resume_config(tmp_path, tiny_model):
+def _resume_config(tmp_path, tiny_model, prompt="dialoguellm"):
     import yaml
 
     raw = yaml.safe_load((REPO / "training" / "configs" / "tiny.yaml").read_text())
     raw.update(model=str(tiny_model), objective="label_ce")
     raw["lora"].update(dropout=0.1, top_layers=1)  # dropout: the RNG state must be restored too
     raw["optim"].update(epochs=2, batch_size=8, gradient_accumulation=2, checkpoint_every_steps=3)
+    if prompt == "conversation":
+        # 12 conversation segments a batch each, 6 steps an epoch: the second step checkpoint is mid-epoch 1.
+        raw.update(prompt="conversation", context_turns=64, max_model_len=256, class_weight_power=0.5,
+                   decision_rule="fitted")
+        raw["optim"].update(batch_size=1, checkpoint_every_steps=4)
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
 
-def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model):
+@pytest.mark.parametrize("prompt", ["dialoguellm", "conversation"])
+def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, prompt):
     import subprocess
     import sys
 
@@ -149,7 +155,7 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model):
     from training.config import load_config
     from training.loop import STEP_CHECKPOINT, run_training
 
-    path = _resume_config(tmp_path, tiny_model)
+    path = _resume_config(tmp_path, tiny_model, prompt)
     config = load_config(path)
     run_training(config, checkpoint_root=tmp_path / "whole", log=lambda _: None)
 
@@ -157,7 +163,8 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model):
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     position = json.loads((tmp_path / "cut" / STEP_CHECKPOINT / "position.json").read_text())
-    assert (position["epoch"], position["batch"], position["step"]) == (1, 4, 6), "killed mid-epoch 1"
+    expected = (1, 4, 6) if prompt == "dialoguellm" else (1, 4, 8)
+    assert (position["epoch"], position["batch"], position["step"]) == expected, "killed mid-epoch 1"
     assert not (tmp_path / "cut" / "epoch-1").exists()
 
     run_training(config, resume=tmp_path / "cut" / STEP_CHECKPOINT, checkpoint_root=tmp_path / "cut",
@@ -167,6 +174,8 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model):
     assert whole.keys() == resumed.keys() and whole
     for name, weights in whole.items():
         assert (resumed[name] - weights).abs().max().item() <= 1e-6, name
+    meta = (tmp_path / "cut" / "epoch-1" / "dialoguellm_adapter.json").read_text()
+    assert meta == (tmp_path / "whole" / "epoch-1" / "dialoguellm_adapter.json").read_text()
     uninterrupted_epoch0 = load_file(str(tmp_path / "whole" / "epoch-0" / "adapter_model.safetensors"))
     assert any((uninterrupted_epoch0[k] - whole[k]).abs().max() > 1e-4 for k in whole), "epoch 1 trained"
 
