@@ -28,8 +28,8 @@ from typing import Any
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.prompter import LabelSpace
+from training.batch_loss import BatchLoss, _common_prefix
 from training.objectives import Example
-from training.steps import BatchLoss, _common_prefix
 
 
 @dataclass(frozen=True)
