@@ -86,3 +86,23 @@ def test_builder_is_deterministic():
 def test_bad_prompt_config():
     with pytest.raises(ConfigError, match="context_turns"):
         PromptConfig(context_turns=-1)
+
+
+def test_conversation_prompt_ids_extend_turn_by_turn_and_the_engine_config_checks_its_fields(tiny_model):
+    from pipeline.core.predictions import LabelRequest
+    from pipeline.core.prompter import Prompter
+    from workers.engine_config import EngineConfig
+
+    prompter = Prompter.from_model(str(tiny_model), 64, 512, "conversation", 8)
+    turns = [Turn("c", i, f"S{i % 2}", f"turn number {i}", description="Smiling." if i == 2 else None)
+             for i in range(6)]
+    ids = [prompter.build_ids(LabelRequest(t, tuple(turns[:i]))) for i, t in enumerate(turns)]
+    for before, after, turn in zip(ids, ids[1:], turns[1:]):
+        assert after == before + list(prompter.turn_part(turn))  # one line and its slot more
+    text = prompter.build(LabelRequest(turns[3], tuple(turns[:3])))
+    assert text.endswith("S1: turn number 3\nEmotion:") and "S0: turn number 2\n(video: Smiling.)\nEmotion:" in text
+    assert text.startswith("### Instruction:\n") and text.count("\nEmotion:") == 4
+    with pytest.raises(ConfigError, match="prompt: 'chat'"):
+        EngineConfig(prompt="chat")
+    with pytest.raises(ConfigError, match="window_step: must be > 0"):
+        EngineConfig(window_step=0)
