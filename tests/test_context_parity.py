@@ -154,3 +154,26 @@ def test_prompts_are_byte_identical_on_every_path(gapped, prompter, data_root):
             moved += b[: len(a)] != a
     assert 0 < moved < sum(len(c.turns) for c in gapped) / 3
     assert evaluation[("93", 8)][0].count("\nEmotion:") > 1  # turn 8 of dialogue 93 sees turns before the gap
+
+
+def test_the_stream_context_keeps_past_descriptions():
+    """The conversation prompt shows past turns' video descriptions: the stream's store keeps them."""
+    redis = pytest.importorskip("redis.asyncio")
+    from pipeline.core.wire import TurnMessage
+    from pipeline.stream.context_store import ContextStore
+
+    async def run():
+        client = redis.Redis.from_url(os.environ.get("DIALOGUELLM_TEST_REDIS", "redis://127.0.0.1:6379/0"))
+        store = ContextStore(client, f"test-parity-{uuid.uuid4().hex[:8]}", 64, 64, 60)
+        try:
+            messages = [TurnMessage("c", 0, "A", "Hi.", description="Smiling."), TurnMessage("c", 1, "B", "Hello.")]
+            await store.remember(messages)
+            (context, complete), = await store.contexts([TurnMessage("c", 2, "A", "Bye.")])
+            await client.delete(store.key("c"))
+        finally:
+            await client.aclose()
+        return context, complete
+
+    context, complete = asyncio.run(run())
+    assert complete  # ids 0 and 1 asked (none before 0)
+    assert [(t.turn_id, t.description) for t in context] == [(0, "Smiling."), (1, None)]
