@@ -72,3 +72,24 @@ def test_merged_model_computes_what_the_adapter_computes(tmp_path, tiny_model, t
     retrained = build_lora_adapter(tiny_model, tmp_path / "retrained", rank=8, seed=7)
     assert merged_model_dir(tiny_model, retrained) != merged  # another adapter: another folder
     shutil.rmtree(tmp_path / "home")
+
+
+def test_class_and_decision_weights_are_recorded_and_served(tmp_path):
+    """The adapter's meta round-trips; serving divides its class weights out before the temperature,
+    and its decision weights choose the label while the probabilities stay the calibrated ones."""
+    from pipeline.core.decision import undo_class_weights
+    from workers.adapters import AdapterInfo, AdapterMeta, read_adapter_meta, write_adapter_meta
+    from workers.engine import EmotionEngine
+
+    meta = AdapterMeta(64, 512, {"meld": 1.0}, "conversation", 8, {"meld": {"neutral": 0.5, "fear": 2.0}},
+                       {"meld": {"neutral": 1.0, "fear": 3.0}})
+    write_adapter_meta(tmp_path, meta)
+    assert read_adapter_meta(tmp_path) == meta
+    engine = object.__new__(EmotionEngine)  # the probability path alone, no vLLM
+    engine.adapters = {"conv": AdapterInfo("conv", str(tmp_path), 8, ("q_proj",), meta)}
+    raw = {"neutral": 0.5, "fear": 0.5}
+    served = engine._calibrated(raw, "conv", "meld")
+    assert served == pytest.approx({"neutral": 0.8, "fear": 0.2}) == undo_class_weights(raw, meta.class_weights["meld"])
+    assert engine._decide(served, "conv", "meld") == "neutral"  # 0.8 x 1 > 0.2 x 3
+    assert engine._decide({"neutral": 0.7, "fear": 0.3}, "conv", "meld") == "fear"  # 0.9 > 0.7
+    assert engine._decide({"neutral": 0.7, "fear": 0.3}, None, "meld") == "neutral"

@@ -39,7 +39,7 @@ def test_our_layout_in_jsonl_and_parquet(tmp_path):
         rows = add_context(normalise(read_table(tmp_path / name), "/videos", "meld", name), 2)
         assert [None if pd.isna(v) else v for v in rows["_video_uri"]] == ["/videos/v.mp4", None, "/abs/w.mp4"]
         assert [None if pd.isna(v) else v for v in rows["_gold"]] == ["joy", "neutral", None]
-        assert json.loads(rows["_context"][0]) == [["Y", "first"]] and json.loads(rows["_context"][1]) == []
+        assert json.loads(rows["_context"][0]) == [[0, "Y", "first", None]] and json.loads(rows["_context"][1]) == []
 
 
 @pytest.mark.parametrize("table, message", [

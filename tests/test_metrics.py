@@ -24,3 +24,35 @@ def test_report_matches_hand_computed_figures():
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError):
         classification_report(["joy"], [], LABELS)
+
+
+def test_negative_and_per_class_recall_in_the_report():
+    from pipeline.core.labels import NEGATIVE_LABELS, get_label_set
+    from pipeline.watch.negative import NEGATIVE_LABELS as PAGE_NEGATIVE
+
+    assert PAGE_NEGATIVE is NEGATIVE_LABELS  # the page, the alerts and the report: one definition
+    assert set(NEGATIVE_LABELS["meld"]) == {"anger", "sadness", "disgust", "fear"}
+    meld = get_label_set("meld")
+    gold = ["anger", "sadness", "fear", "neutral", "joy", "disgust"]
+    pred = ["sadness", "neutral", "fear", "anger", "joy", "joy"]
+    r = classification_report(gold, pred, meld)
+    # gold negative: 4 turns (anger, sadness, fear, disgust); predicted negative: 3 (sadness, fear, anger).
+    # Both negative: turns 0 and 2 (any negative label counts, not the same one).
+    assert r["negative"]["precision"] == pytest.approx(2 / 3) and r["negative"]["recall"] == pytest.approx(2 / 4)
+    assert r["negative"]["f1"] == pytest.approx(2 * (2 / 3) * 0.5 / (2 / 3 + 0.5))
+    assert r["recall"]["fear"] == 1.0 and r["recall"]["anger"] == 0.0 and r["recall"]["joy"] == 1.0
+    assert "negative" in format_report(r)
+
+
+def test_decision_weights_and_undoing_class_weights():
+    from pipeline.core.decision import class_weights, decide, fit_decision_weights, undo_class_weights
+
+    w = class_weights({"a": 80, "b": 20}, ("a", "b"), 1.0)
+    assert w == pytest.approx({"a": 100 / 160, "b": 100 / 40})
+    assert undo_class_weights({"a": 0.5, "b": 0.5}, w) == pytest.approx({"a": 0.8, "b": 0.2})
+    assert decide({"a": 0.6, "b": 0.4}, None) == "a" and decide({"a": 0.6, "b": 0.4}, {"b": 2.0}) == "b"
+    # A rare class the argmax never picks: the fitted weights make it count.
+    probs = [[0.7, 0.3]] * 8 + [[0.6, 0.4]] * 2
+    gold = [0] * 8 + [1] * 2
+    d = fit_decision_weights(probs, gold, ("a", "b"))
+    assert d["a"] == 1.0 and [decide(dict(zip("ab", p)), d) for p in probs] == ["a"] * 8 + ["b"] * 2

@@ -5,7 +5,7 @@ import pytest
 from pipeline.core.datasets import load_dataset
 from pipeline.core.errors import ConfigError, PromptTooLongError
 from pipeline.core.labels import get_label_set
-from pipeline.core.prompts import PromptBuilder, PromptConfig, pick_demonstrations
+from pipeline.core.prompts import PromptBuilder, PromptConfig
 from pipeline.core.turns import Conversation, Turn
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -25,19 +25,8 @@ def _sources(data_root):
 @pytest.mark.parametrize("dataset", ["meld", "emorynlp", "dailydialog", "iemocap", "jsonl"])
 def test_golden_prompt_per_dataset(dataset, data_root):
     conv = _sources(data_root)[dataset][0]
-    prompt = PromptBuilder(get_label_set(conv.label_set)).build_conversation(conv)[2]
+    prompt = PromptBuilder(get_label_set(conv.label_set)).build(conv.turns[2], conv.context_of(2, 2))
     assert prompt == (GOLDEN / f"{dataset}.txt").read_text(encoding="utf-8")
-
-
-def test_golden_k_shot_prompt(data_root):
-    train = load_dataset("meld", "train", data_root)
-    labels = get_label_set("meld")
-    demos = pick_demonstrations(train, 2, labels, context_turns=1)
-    assert [d.target.label for d in demos] == ["neutral", "joy"]
-    conv = load_dataset("meld", "test", data_root)[0]
-    prompt = PromptBuilder(labels, PromptConfig(context_turns=1), demonstrations=demos).build(
-        conv.turns[1], conv.turns[:1])
-    assert prompt == (GOLDEN / "meld-2shot.txt").read_text(encoding="utf-8")
 
 
 def _conversation(n: int, words: int = 5) -> Conversation:
@@ -79,10 +68,31 @@ def test_target_alone_over_budget_is_an_error():
 
 def test_builder_is_deterministic():
     conv = _conversation(6)
-    b = PromptBuilder(get_label_set("emorynlp"))
-    assert b.build_conversation(conv) == PromptBuilder(get_label_set("emorynlp")).build_conversation(conv)
+    prompts = [[PromptBuilder(get_label_set("emorynlp")).build(t, conv.context_of(i, 2))
+                for i, t in enumerate(conv.turns)] for _ in range(2)]
+    assert prompts[0] == prompts[1] and len(set(prompts[0])) == len(conv.turns)
 
 
 def test_bad_prompt_config():
     with pytest.raises(ConfigError, match="context_turns"):
         PromptConfig(context_turns=-1)
+
+
+def test_conversation_prompt_ids_extend_turn_by_turn_and_the_engine_config_checks_its_fields(tiny_model):
+    from pipeline.core.predictions import LabelRequest
+    from pipeline.core.prompter import Prompter
+    from workers.engine_config import EngineConfig
+
+    prompter = Prompter.from_model(str(tiny_model), 64, 512, "conversation", 8)
+    turns = [Turn("c", i, f"S{i % 2}", f"turn number {i}", description="Smiling." if i == 2 else None)
+             for i in range(6)]
+    ids = [prompter.build_ids(LabelRequest(t, tuple(turns[:i]))) for i, t in enumerate(turns)]
+    for before, after, turn in zip(ids, ids[1:], turns[1:]):
+        assert after == before + list(prompter.turn_part(turn))  # one line and its slot more
+    text = prompter.build(LabelRequest(turns[3], tuple(turns[:3])))
+    assert text.endswith("S1: turn number 3\nEmotion:") and "S0: turn number 2\n(video: Smiling.)\nEmotion:" in text
+    assert text.startswith("### Instruction:\n") and text.count("\nEmotion:") == 4
+    with pytest.raises(ConfigError, match="prompt: 'chat'"):
+        EngineConfig(prompt="chat")
+    with pytest.raises(ConfigError, match="window_step: must be > 0"):
+        EngineConfig(window_step=0)

@@ -37,6 +37,11 @@ def _write(tmp_path, **changes) -> Path:
     ({"scaling__use_gpu": True}, "scaling.use_gpu: true, but no GPU is visible"),
     ({"optim__learning_rate": "fast"}, "optim.learning_rate: expected a number"),
     ({"optim__epochs_": 3}, "optim.epochs_: unknown field"),
+    ({"prompt": "chat"}, "prompt: 'chat' is not one of dialoguellm, conversation"),
+    ({"window_step": 0}, "window_step: must be > 0"),
+    ({"prompt": "conversation", "objective": "lm"}, "objective: the conversation prompt's one-pass step"),
+    ({"class_weight_power": 3}, "class_weight_power: must be in [0, 2]"),
+    ({"decision_rule": "vote"}, "decision_rule: 'vote' is not one of argmax, fitted"),
 ])
 def test_bad_configuration_is_named_at_start(tmp_path, change, field):
     import torch

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError
 
+DECISION_RULES = ("argmax", "fitted")
 KNOWN_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 
 
@@ -138,12 +139,25 @@ class TrainConfig:
     model: str | None = field(default=None, metadata=field_help(
         "model folder or hub id (None or default: SmolLM2-135M-Instruct)"))
     output_dir: str = field(default="runs/adapter", metadata=field_help("where the best adapter is written"))
-    context_turns: int = field(default=2, metadata=field_help("previous turns in the prompt, as served"))
+    prompt: str = field(default="dialoguellm", metadata=field_help(
+        "dialoguellm: the paper's prompt; conversation: every turn up to the target, each a line and a slot, "
+        "trained in one pass per conversation (optim.step fast), as served"))
+    context_turns: int = field(default=2, metadata=field_help(
+        "previous turns in the prompt, as served (conversation prompt: at most this many)"))
+    window_step: int = field(default=8, metadata=field_help(
+        "conversation prompt: the window of past turns starts at a multiple of this many turn ids, as served"))
     max_model_len: int = field(default=512, metadata=field_help(
         "token budget of prompt + answer, as the engine's max_model_len; recorded with the adapter"))
     objective: str = field(default="label_ce", metadata=field_help(
         "label_ce: cross-entropy over the label set's sequence likelihoods (what scoring serves); "
         "lm: the answer tokens' language-model loss"))
+    class_weight_power: float = field(default=0.0, metadata=field_help(
+        "label_ce weights each turn by (N / (K n_c)) ** power of its gold class c (train counts per label set): "
+        "0 none, 0.5 the square root of inverse frequency, 1 inverse frequency; serving divides the weights "
+        "out again, so probabilities stay calibrated"))
+    decision_rule: str = field(default="argmax", metadata=field_help(
+        "argmax: the most probable label; fitted: argmax of p x w, w fitted on dev per label set for "
+        "(weighted-F1 + macro-F1) / 2 and stored with the adapter (probabilities unchanged)"))
     lora: LoraSettings = LoraSettings()
     train: tuple[DataSource, ...] = (DataSource("meld", "train"),)
     dev: tuple[DataSource, ...] = (DataSource("meld", "dev"),)
@@ -159,6 +173,21 @@ class TrainConfig:
             raise ConfigError(f"max_model_len: must be > 0, got {self.max_model_len}")
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+        from pipeline.core.conversation_prompt import PROMPTS
+
+        if self.prompt not in PROMPTS:
+            raise ConfigError(f"prompt: {self.prompt!r} is not one of {', '.join(PROMPTS)}")
+        if self.window_step <= 0:
+            raise ConfigError(f"window_step: must be > 0, got {self.window_step}")
+        if self.prompt == "conversation" and self.optim.step == "fast" and self.objective != "label_ce":
+            raise ConfigError("objective: the conversation prompt's one-pass step trains label_ce only "
+                              "(optim.step: plain for lm)")
+        if not 0 <= self.class_weight_power <= 2:
+            raise ConfigError(f"class_weight_power: must be in [0, 2], got {self.class_weight_power}")
+        if self.class_weight_power and self.objective != "label_ce":
+            raise ConfigError("class_weight_power: class weights apply to label_ce only")
+        if self.decision_rule not in DECISION_RULES:
+            raise ConfigError(f"decision_rule: {self.decision_rule!r} is not one of {', '.join(DECISION_RULES)}")
         self.lora.validate("lora")
         if not self.train:
             raise ConfigError("train: needs at least one dataset")

@@ -28,7 +28,7 @@ def encode_examples(requests: Sequence[LabelRequest], prompter: Prompter) -> tup
     examples, skipped = [], 0
     for request in requests:
         try:
-            ids = prompter.encode(prompter.build(request))
+            ids = prompter.build_ids(request)
         except PromptTooLongError:
             skipped += 1
             continue

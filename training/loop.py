@@ -83,21 +83,26 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
                       layers_to_transform=list(range(split, layers)) if top else None)
     model = get_peft_model(base, lora)
 
-    prompter = Prompter(tokenizer, config.context_turns, config.max_model_len)
+    prompter = Prompter(tokenizer, config.context_turns, config.max_model_len, config.prompt, config.window_step)
     train_examples, skipped = encode_examples(requests_from(config.train, config.context_turns), prompter)
     dev_examples, _ = encode_examples(requests_from(config.dev, config.context_turns), prompter)
     spaces = {name: prompter.space(name) for name in {e.label_set for e in train_examples + dev_examples}}
+    weights = train_class_weights(train_examples, spaces, config.class_weight_power)
+    kind = step_kind(config)
     say(f"{len(train_examples)} training examples ({skipped} over max_model_len left out), "
-        f"{len(dev_examples)} dev turns; objective {config.objective}, step {config.optim.step}, "
-        f"LoRA on layers {split}-{layers - 1}")
-    step = make_batch_loss(config.optim.step, model, config.objective, spaces, tokenizer.eos_token_id, pad_id, split)
+        f"{len(dev_examples)} dev turns; prompt {config.prompt}, objective {config.objective}, step {kind}, "
+        f"LoRA on layers {split}-{layers - 1}" + (f", class weights {json.dumps(weights)}" if weights else ""))
+    step = make_batch_loss(kind, model, config.objective, spaces, tokenizer.eos_token_id, pad_id, split,
+                           class_weights=weights)
     step.prepare(train_examples, say)
+    if step.units != len(train_examples):
+        say(f"{len(train_examples)} turns in {step.units} passes (conversation segments)")
     dev_step = None
     if dev_examples:
-        dev_step = make_batch_loss(config.optim.step, model, "label_ce", spaces, tokenizer.eos_token_id, pad_id, split)
+        dev_step = make_batch_loss(kind, model, "label_ce", spaces, tokenizer.eos_token_id, pad_id, split)
         dev_step.prepare(dev_examples, say)
-    lengths = [step.computed_length(i) for i in range(len(train_examples))]
-    groups = [e.label_set for e in train_examples]
+    lengths = [step.computed_length(i) for i in range(step.units)]
+    groups = [step.group(i) for i in range(step.units)]
 
     optim = config.optim
 
@@ -129,7 +134,7 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
         done = first
         for i in range(first, len(epoch_plan.batches)):
             loss, computed = step.loss(epoch_plan.batches[i])
-            seen += len(epoch_plan.batches[i])
+            seen += sum(len(step.members(u)) for u in epoch_plan.batches[i])
             done = i + 1
             (loss / optim.gradient_accumulation).backward()
             losses.append(loss.item())
@@ -162,8 +167,10 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
                    "train_tokens_per_s": tokens / seconds, "train_seconds": seconds, "train_tokens": tokens,
                    "train_examples": seen, "padding_share": epoch_plan.padding_share}
         calibration: dict[str, float] = {}
+        decisions: dict[str, dict[str, float]] = {}
         if dev_step is not None:
-            dev_metrics, calibration = evaluate_dev(dev_step, dev_examples, spaces)
+            dev_metrics, calibration, decisions = evaluate_dev(dev_step, dev_examples, spaces, weights,
+                                                               config.decision_rule == "fitted")
             metrics.update(dev_metrics)
         say(f"epoch {epoch} done: {json.dumps(metrics)}")
         folder = checkpoint_root / f"epoch-{epoch}" if checkpoint_root else Path(tempfile.mkdtemp())
@@ -173,7 +180,7 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
             save_step_checkpoint(folder, model, optimizer, scheduler,
                                  Position(epoch + 1, 0, steps_done) if finished else Position(epoch, done, steps_done),
                                  config.to_dict())
-            describe_adapter(folder, config, calibration, metrics)
+            describe_adapter(folder, config, calibration, metrics, weights, decisions)
         if report is not None:
             report(metrics, folder if rank == 0 else None)
         if checkpoint_root is None:
@@ -183,52 +190,98 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
     return metrics
 
 
+def step_kind(config: TrainConfig) -> str:
+    """The batch loss a config trains with: the conversation prompt's fast step is one pass per conversation."""
+    from training.steps import CONVERSATION_STEP
+
+    return CONVERSATION_STEP if config.prompt == "conversation" and config.optim.step == "fast" else config.optim.step
+
+
+def train_class_weights(examples: Sequence[Any], spaces: dict[str, Any], power: float) -> dict[str, dict[str, float]]:
+    """Per label set, the class weights of its training turns' gold labels (none when power is 0)."""
+    from collections import Counter
+
+    from pipeline.core.decision import class_weights
+
+    if not power:
+        return {}
+    counts: dict[str, Counter] = {}
+    for e in examples:
+        counts.setdefault(e.label_set, Counter())[e.label] += 1
+    return {name: class_weights(c, spaces[name].labels, power) for name, c in sorted(counts.items())}
+
+
 def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
-                 batch_size: int = 32) -> tuple[dict[str, Any], dict[str, float]]:
-    """Dev weighted-F1 per label set (and their mean) from the served probabilities, and the
-    temperature per label set that calibrates them."""
-    from pipeline.core.calibration import expected_calibration_error, fit_temperature
+                 class_weights: dict[str, dict[str, float]] | None = None, fit_decision: bool = False,
+                 batch_size: int = 32) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, float]]]:
+    """Dev figures per label set (and the mean weighted-F1) from the probabilities as served, the
+    temperature per label set that calibrates them and, with `fit_decision`, the decision weights.
+
+    As served: the model's label probabilities with the class weights divided out, then calibrated.
+    """
+    import numpy as np
+
+    from pipeline.core.calibration import apply_temperature, expected_calibration_error, fit_temperature
+    from pipeline.core.decision import decide, fit_decision_weights, undo_class_weights
     from pipeline.core.labels import get_label_set
     from pipeline.core.metrics import classification_report
     from training.batching import plan_epoch
 
+    class_weights = class_weights or {}
+    batch_size = max(1, batch_size if dev_step.units == len(examples) else batch_size // 8)
     dev_step.model.eval()
     probs: list[list[float]] = [[] for _ in examples]
-    lengths = [dev_step.computed_length(i) for i in range(len(examples))]
-    for batch in plan_epoch(lengths, [e.label_set for e in examples], batch_size, seed=0).batches:
+    lengths = [dev_step.computed_length(u) for u in range(dev_step.units)]
+    groups = [dev_step.group(u) for u in range(dev_step.units)]
+    for batch in plan_epoch(lengths, groups, batch_size, seed=0).batches:
         rows = dev_step.probabilities(batch).tolist()
-        for i, row in zip(batch, rows, strict=True):
-            probs[i] = row[: len(spaces[examples[i].label_set].labels)]
+        members = [i for u in batch for i in dev_step.members(u)]
+        for i, row in zip(members, rows, strict=True):
+            labels = spaces[examples[i].label_set].labels
+            raw = dict(zip(labels, row[: len(labels)], strict=True))
+            unweighted = undo_class_weights(raw, class_weights.get(examples[i].label_set, {}))
+            probs[i] = [unweighted[label] for label in labels]
     dev_step.model.train()
     metrics: dict[str, Any] = {}
     temperatures: dict[str, float] = {}
+    decisions: dict[str, dict[str, float]] = {}
     scores = []
     for name in sorted({e.label_set for e in examples}):
         indices = [i for i, e in enumerate(examples) if e.label_set == name]
         labels = spaces[name].labels
-        chosen = [max(range(len(labels)), key=probs[i].__getitem__) for i in indices]
-        report = classification_report([examples[i].label for i in indices], [labels[c] for c in chosen],
-                                       get_label_set(name))
         gold = [labels.index(examples[i].label) for i in indices]
         temperatures[name] = fit_temperature([probs[i] for i in indices], gold)
+        served = [apply_temperature(dict(zip(labels, probs[i], strict=True)), temperatures[name]) for i in indices]
+        if fit_decision:
+            decisions[name] = fit_decision_weights(np.array([[p[x] for x in labels] for p in served]), gold, labels)
+        chosen = [labels.index(decide(p, decisions.get(name))) for p in served]
+        report = classification_report([examples[i].label for i in indices], [labels[c] for c in chosen],
+                                       get_label_set(name))
         metrics[f"dev_weighted_f1_{name}"] = report["weighted_f1"]
+        metrics[f"dev_macro_f1_{name}"] = report["macro_f1"]
         metrics[f"dev_accuracy_{name}"] = report["accuracy"]
+        metrics[f"dev_negative_recall_{name}"] = report["negative"]["recall"]
+        metrics[f"dev_negative_precision_{name}"] = report["negative"]["precision"]
         metrics[f"dev_ece_{name}"] = expected_calibration_error(
-            [probs[i][c] for i, c in zip(indices, chosen, strict=True)], [c == g for c, g in zip(chosen, gold, strict=True)])
+            [p[labels[c]] for p, c in zip(served, chosen, strict=True)], [c == g for c, g in zip(chosen, gold, strict=True)])
         metrics[f"temperature_{name}"] = temperatures[name]
         scores.append(report["weighted_f1"])
     metrics["dev_weighted_f1"] = sum(scores) / len(scores)
-    return metrics, temperatures
+    return metrics, temperatures, decisions
 
 
 def describe_adapter(folder: Path, config: TrainConfig, temperatures: dict[str, float],
-                     metrics: dict[str, Any]) -> None:
+                     metrics: dict[str, Any], class_weights: dict[str, dict[str, float]] | None = None,
+                     decisions: dict[str, dict[str, float]] | None = None) -> None:
     """Beside the PEFT files, what serving needs to match training: the prompt settings it was
-    trained with and the dev-fitted temperatures; and the run's config and metrics."""
+    trained with, the dev-fitted temperatures, the class weights to divide out and the decision
+    weights; and the run's config and metrics."""
     from workers.adapters import AdapterMeta, write_adapter_meta
 
     write_adapter_meta(folder, AdapterMeta(context_turns=config.context_turns, max_model_len=config.max_model_len,
-                                           temperatures=temperatures))
+                                           temperatures=temperatures, prompt=config.prompt,
+                                           window_step=config.window_step, class_weights=class_weights or {},
+                                           decision_weights=decisions or {}))
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
 

@@ -57,8 +57,11 @@ def example_rows(objective: str, example: Example, space: LabelSpace, eos_token_
 
 
 def objective_loss(objective: str, head_logits: Any, examples: Sequence[Example], spaces: Sequence[LabelSpace],
-                   eos_token_id: int | None) -> Any:
-    """The mean loss of a batch from the logits at its heads, in the order `example_rows` gives them."""
+                   eos_token_id: int | None, weights: Sequence[float] | None = None) -> Any:
+    """The mean loss of a batch from the logits at its heads, in the order `example_rows` gives them.
+
+    `weights` (one per example, `label_ce` only): the weighted mean, sum(w_i * loss_i) / sum(w_i).
+    """
     import torch
 
     logprobs = torch.log_softmax(head_logits.to(torch.promote_types(head_logits.dtype, torch.float32)), dim=-1)
@@ -71,7 +74,11 @@ def objective_loss(objective: str, head_logits: Any, examples: Sequence[Example]
         target = torch.tensor(targets, device=logprobs.device)
         return -logprobs.gather(1, target.unsqueeze(1)).mean()
     scores, gold = label_log_scores(logprobs, examples, spaces)
-    return torch.nn.functional.cross_entropy(scores, gold)
+    if weights is None:
+        return torch.nn.functional.cross_entropy(scores, gold)
+    losses = torch.nn.functional.cross_entropy(scores, gold, reduction="none")
+    w = torch.tensor(list(weights), dtype=losses.dtype, device=losses.device)
+    return (losses * w).sum() / w.sum()
 
 
 def label_log_scores(logprobs: Any, examples: Sequence[Example], spaces: Sequence[LabelSpace]) -> tuple[Any, Any]:

@@ -124,17 +124,25 @@ class PrefixRunner:
 
         return DynamicCache(config=self.config)
 
-    def _run(self, hidden: Any, first: int, last: int, cache: Any, past: int, key_valid: Any) -> Any:
+    def _run(self, hidden: Any, first: int, last: int, cache: Any, past: int, key_valid: Any,
+             allowed: Any = None, positions: Any = None) -> Any:
         """Layers [first, last) over `hidden` (B, S, H) at positions past..past+S-1, after `past`
-        cached positions (all valid); `key_valid` (B, S) marks real tokens (None: all real)."""
+        cached positions (all valid); `key_valid` (B, S) marks real tokens (None: all real).
+
+        `allowed` (B, S, S), when given, says which of the new tokens each new token attends to
+        (instead of causal order and `key_valid`), and `positions` (B, S) their position ids:
+        the conversation step appends label-extension tokens that see only their own turn's prompt.
+        """
         import torch
 
         batch, length = hidden.shape[:2]
-        positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
-        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
-        allowed = causal.unsqueeze(0).expand(batch, length, length)
-        if key_valid is not None:
-            allowed = allowed & key_valid.unsqueeze(1)
+        if positions is None:
+            positions = torch.arange(past, past + length, device=hidden.device).unsqueeze(0)
+        if allowed is None:
+            causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+            allowed = causal.unsqueeze(0).expand(batch, length, length)
+            if key_valid is not None:
+                allowed = allowed & key_valid.unsqueeze(1)
         if past:
             allowed = torch.cat([allowed.new_ones(batch, length, past), allowed], dim=-1)
         mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device)
@@ -145,6 +153,35 @@ class PrefixRunner:
             hidden = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=cache,
                            use_cache=True, position_embeddings=rotary)
         return hidden
+
+    def lower_states_masked(self, prefix: PrefixState, suffixes: Sequence[Sequence[int]], allowed: Any,
+                            positions: Any) -> list[Any]:
+        """`lower_states` with an attention pattern and position ids of their own (see `_run`)."""
+        import torch
+
+        with torch.no_grad():
+            ids, _ = self._pad(suffixes)
+            hidden = self.decoder.embed_tokens(ids)
+            if self.split:
+                cache = _repeated(prefix.lower_cache, len(suffixes))
+                hidden = self._run(hidden, 0, self.split, cache, past=len(prefix.ids), key_valid=None,
+                                   allowed=allowed, positions=positions)
+        return [hidden[i, : len(s)].clone() for i, s in enumerate(suffixes)]
+
+    def forward_masked(self, prefix: PrefixState, inputs: Sequence[Any], allowed: Any, positions: Any) -> Any:
+        """`forward` with an attention pattern and position ids of their own (see `_run`)."""
+        import torch
+
+        cache = self._new_cache()
+        self._run(prefix.hidden, self.split, len(self.layers), cache, past=0, key_valid=None)
+        cache.batch_repeat_interleave(len(inputs))
+        width = max(x.shape[0] for x in inputs)
+        hidden = torch.zeros(len(inputs), width, inputs[0].shape[-1], dtype=self.dtype, device=self.device)
+        for i, x in enumerate(inputs):
+            hidden[i, : x.shape[0]] = x
+        out = self._run(hidden, self.split, len(self.layers), cache, past=len(prefix.ids), key_valid=None,
+                        allowed=allowed, positions=positions)
+        return self.decoder.norm(out)
 
 
 def _repeated(cache: Any, times: int) -> Any:

@@ -8,58 +8,17 @@ baseline `dialoguellm bench train` measures the fast path against.
 from __future__ import annotations
 
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.core.prompter import LabelSpace
-from training.objectives import Example, Row, example_rows, label_log_scores, objective_loss
+from training.batch_loss import BatchLoss, _common_prefix
+from training.objectives import Example
+
+__all__ = ["STEP_KINDS", "CONVERSATION_STEP", "BatchLoss", "FastBatchLoss", "PlainBatchLoss", "make_batch_loss"]
 
 STEP_KINDS = ("fast", "plain")
-
-
-class BatchLoss(ABC):
-    """Turns batches of examples into their loss; `prepare` does the once-per-run work."""
-
-    def __init__(self, model: Any, objective: str, spaces: dict[str, LabelSpace], eos_token_id: int | None,
-                 pad_id: int) -> None:
-        self.model = model
-        self.objective = objective
-        self.spaces = spaces
-        self.eos = eos_token_id
-        self.pad_id = pad_id
-        self.rows: list[list[Row]] = []
-
-    def prepare(self, examples: Sequence[Example], log: Callable[[str], None]) -> None:
-        self.examples = list(examples)
-        self.rows = [example_rows(self.objective, e, self.spaces[e.label_set], self.eos) for e in examples]
-
-    def computed_length(self, index: int) -> int:
-        """Token positions this example costs, for length bucketing."""
-        return sum(len(row.ids) for row in self.rows[index])
-
-    def loss(self, batch: Sequence[int]) -> tuple[Any, int]:
-        """(mean loss, token positions computed) of the examples at `batch`."""
-        head_logits, computed = self.head_logits(batch)
-        chosen = [self.examples[i] for i in batch]
-        loss = objective_loss(self.objective, head_logits, chosen, [self.spaces[e.label_set] for e in chosen],
-                              self.eos)
-        return loss, computed
-
-    def probabilities(self, batch: Sequence[int]) -> Any:
-        """(B, W) served label probabilities of the examples at `batch` (objective `label_ce` rows)."""
-        import torch
-
-        with torch.no_grad():
-            head_logits, _ = self.head_logits(batch)
-            chosen = [self.examples[i] for i in batch]
-            logprobs = torch.log_softmax(head_logits.float(), dim=-1)
-            scores, _ = label_log_scores(logprobs, chosen, [self.spaces[e.label_set] for e in chosen])
-            return torch.softmax(scores, dim=-1)
-
-    @abstractmethod
-    def head_logits(self, batch: Sequence[int]) -> tuple[Any, int]:
-        """(logits at every head of the batch's rows, token positions computed)."""
+CONVERSATION_STEP = "conversation"  # the fast step of the conversation prompt (training.conversation_step)
 
 
 class PlainBatchLoss(BatchLoss):
@@ -151,18 +110,14 @@ class FastBatchLoss(BatchLoss):
 
 
 def make_batch_loss(kind: str, model: Any, objective: str, spaces: dict[str, LabelSpace],
-                    eos_token_id: int | None, pad_id: int, split: int = 0) -> BatchLoss:
+                    eos_token_id: int | None, pad_id: int, split: int = 0,
+                    class_weights: dict[str, dict[str, float]] | None = None) -> BatchLoss:
     if kind == "fast":
-        return FastBatchLoss(model, objective, spaces, eos_token_id, pad_id, split=split)
+        return FastBatchLoss(model, objective, spaces, eos_token_id, pad_id, class_weights, split=split)
     if kind == "plain":
-        return PlainBatchLoss(model, objective, spaces, eos_token_id, pad_id)
+        return PlainBatchLoss(model, objective, spaces, eos_token_id, pad_id, class_weights)
+    if kind == CONVERSATION_STEP:
+        from training.conversation_step import ConversationBatchLoss
+
+        return ConversationBatchLoss(model, objective, spaces, eos_token_id, pad_id, class_weights, split=split)
     raise ValueError(f"unknown step {kind!r} (known: {', '.join(STEP_KINDS)})")
-
-
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return tuple(a[:n])

@@ -45,6 +45,10 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2, 
     # Ray Train's local mode (no workers) keeps no checkpoints of its own: the loop keeps them here.
     staging = storage_path / run_name / "local-checkpoints" if scaling.num_workers == 0 else None
     if staging is not None and staging.exists() and resume is None:
+        if (staging / "last-step").is_dir() and not overwrite:
+            # Hours of a stopped run would be lost: continuing it is the likelier wish.
+            raise DialogueLLMError(f"{staging / 'last-step'} holds a stopped run's step checkpoint: pass "
+                                   f"--resume {staging / 'last-step'} to continue it, or --overwrite to start again")
         shutil.rmtree(staging)
     trainer = TorchTrainer(
         train_loop,

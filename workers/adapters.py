@@ -17,12 +17,20 @@ META_FILE = "dialoguellm_adapter.json"
 
 @dataclass(frozen=True)
 class AdapterMeta:
-    """What an adapter was trained with that serving must know: the prompt's context and token
-    budget, and the temperature per label set that calibrates its probabilities (fitted on dev)."""
+    """What an adapter was trained with that serving must know: the prompt, its context and token
+    budget, and per label set: the temperature that calibrates its probabilities (fitted on dev),
+    the class weights of a class-weighted loss (`class_weights`: serving divides the model's label
+    probabilities by them, which undoes the weighting, before the temperature) and the decision
+    weights fitted on dev (`decision_weights`: the label is the argmax of p × w; the probabilities
+    served stay the calibrated p)."""
 
     context_turns: int | None = None
     max_model_len: int | None = None
     temperatures: dict[str, float] = field(default_factory=dict)
+    prompt: str | None = None
+    window_step: int | None = None
+    class_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    decision_weights: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def write_adapter_meta(folder: str | Path, meta: AdapterMeta) -> None:
@@ -36,8 +44,14 @@ def read_adapter_meta(folder: str | Path) -> AdapterMeta:
         return AdapterMeta()
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+
+        def per_label(name: str) -> dict[str, dict[str, float]]:
+            return {str(s): {str(k): float(v) for k, v in w.items()} for s, w in (raw.get(name) or {}).items()}
+
         return AdapterMeta(raw.get("context_turns"), raw.get("max_model_len"),
-                           {str(k): float(v) for k, v in (raw.get("temperatures") or {}).items()})
+                           {str(k): float(v) for k, v in (raw.get("temperatures") or {}).items()},
+                           raw.get("prompt"), raw.get("window_step"),
+                           per_label("class_weights"), per_label("decision_weights"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as e:
         raise AdapterError(f"{path}: not a readable adapter description ({e})") from None
 

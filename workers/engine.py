@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.core import envs
 from pipeline.core.calibration import apply_temperature
+from pipeline.core.decision import decide, undo_class_weights
 from pipeline.core.errors import AdapterError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.prompter import Prompter
@@ -60,15 +61,16 @@ class EmotionEngine:
             served = str(merged_model_dir(self.model, self.adapters[config.default_adapter].path))
         loras = {name: info for name, info in self.adapters.items() if not (self.merged and name == config.default_adapter)}
         self.llm = _start_llm(served, config, bool(loras) or config.enable_lora)
-        self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len)
+        self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len,
+                                 config.prompt, config.window_step)
         self.mode = get_decoding_mode(config.decoding)
         self.stats = EngineStats()
         self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(loras.items())}
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
-        """Label every request's turn in one batch."""
-        prompts = self.prompter.build_all(requests)
-        return self.predict_prompts(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
+        """Label every request's turn in one batch (its prompt sent as token ids, as training built them)."""
+        prompts = self.prompter.build_all_ids(requests)
+        return self.predict_ids(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
 
     def warm_up(self) -> None:
         """Label one throwaway turn, so the first real batch does not pay for lazy initialisation."""
@@ -82,16 +84,16 @@ class EmotionEngine:
         window, an unknown adapter) gets its error in its place while the others are labelled."""
         results: list[Prediction | DialogueLLMError | None] = [None] * len(requests)
         ready: list[int] = []
-        prompts: list[str] = []
+        prompts: list[list[int]] = []
         for i, request in enumerate(requests):
             try:
                 self.adapter_name(request.adapter)
-                prompts.append(self.prompter.build(request))
+                prompts.append(self.prompter.build_ids(request))
                 ready.append(i)
             except DialogueLLMError as e:
                 results[i] = e
         chosen = [requests[i] for i in ready]
-        predictions = self.predict_prompts(prompts, [r.label_set for r in chosen], [r.adapter for r in chosen])
+        predictions = self.predict_ids(prompts, [r.label_set for r in chosen], [r.adapter for r in chosen])
         for i, prediction in zip(ready, predictions):
             results[i] = prediction
         return results
@@ -103,16 +105,25 @@ class EmotionEngine:
         adapters: Sequence[str | None] | str | None = None,
         decoding: str | None = None,
     ) -> list[Prediction]:
-        """Label ready-built prompts; `label_sets` and `adapters` are one value or one per prompt.
-
-        `decoding` overrides the configured decoding mode for this call.
+        """Label ready-built prompts (text, tokenised whole); `label_sets` and `adapters` are one value
+        or one per prompt. `decoding` overrides the configured decoding mode for this call.
         """
+        return self.predict_ids([self.prompter.encode(p) for p in prompts], label_sets, adapters, decoding)
+
+    def predict_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        label_sets: Sequence[str] | str = "meld",
+        adapters: Sequence[str | None] | str | None = None,
+        decoding: str | None = None,
+    ) -> list[Prediction]:
+        """Label prompts given as token ids (vLLM `TokensPrompt`s: the ids are served as they are)."""
         n = len(prompts)
         label_sets = [label_sets] * n if isinstance(label_sets, str) else list(label_sets)
         adapters = [adapters] * n if adapters is None or isinstance(adapters, str) else list(adapters)
         names = [self.adapter_name(a) for a in adapters]
         items = [
-            ScoringItem(self.prompter.encode(prompt), self.prompter.space(label_set), self._loras.get(name))
+            ScoringItem(list(prompt), self.prompter.space(label_set), self._loras.get(name))
             for prompt, label_set, name in zip(prompts, label_sets, names)
         ]
         mode = get_decoding_mode(decoding) if decoding else self.mode
@@ -126,8 +137,11 @@ class EmotionEngine:
             self.stats.prompt_tokens += d.prompt_tokens
             self.stats.cached_tokens += d.cached_tokens
         self.stats.turns += n
-        return [Prediction.from_probs(self._calibrated(d.probs, name, label_set), name, d.label)
-                for d, name, label_set in zip(decoded, names, label_sets, strict=True)]
+        predictions = []
+        for d, name, label_set in zip(decoded, names, label_sets, strict=True):
+            probs = self._calibrated(d.probs, name, label_set)
+            predictions.append(Prediction.from_probs(probs, name, d.label or self._decide(probs, name, label_set)))
+        return predictions
 
     def temperature(self, adapter: str | None, label_set: str) -> float:
         """The served adapter's dev-fitted temperature for `label_set` (1.0: none recorded)."""
@@ -136,7 +150,16 @@ class EmotionEngine:
         return self.adapters[adapter].meta.temperatures.get(label_set, 1.0)
 
     def _calibrated(self, probs: dict[str, float], adapter: str | None, label_set: str) -> dict[str, float]:
+        """The served probabilities: an adapter trained with class weights has them divided out
+        (`pipeline.core.decision`), then its temperature applies."""
+        if adapter is not None:
+            probs = undo_class_weights(probs, self.adapters[adapter].meta.class_weights.get(label_set, {}))
         return apply_temperature(probs, self.temperature(adapter, label_set))
+
+    def _decide(self, probs: dict[str, float], adapter: str | None, label_set: str) -> str:
+        """The label: argmax of p × the adapter's dev-fitted decision weights (plain argmax without)."""
+        weights = self.adapters[adapter].meta.decision_weights.get(label_set) if adapter is not None else None
+        return decide(probs, weights)
 
     def add_adapter(self, name: str, path: str) -> None:
         """Serve one more adapter by name (a new adapter rolled out without a restart).
@@ -183,7 +206,8 @@ def _on_cpu() -> bool:
 def _warn_if_trained_otherwise(info: AdapterInfo, config: EngineConfig) -> None:
     """Prompts differ from training's when the context or token budget differs: say so."""
     meta = info.meta
-    for name, trained in (("context_turns", meta.context_turns), ("max_model_len", meta.max_model_len)):
+    for name, trained in (("context_turns", meta.context_turns), ("max_model_len", meta.max_model_len),
+                          ("prompt", meta.prompt), ("window_step", meta.window_step)):
         if trained is not None and trained != getattr(config, name):
             log.warning("adapter %r was trained with %s=%s but is served with %s=%s: its prompts differ from "
                         "training's", info.name, name, trained, name, getattr(config, name))

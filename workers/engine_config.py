@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from pipeline.core.config_fields import field_help
+from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.errors import ConfigError
 
 
@@ -61,8 +62,16 @@ class EngineConfig:
         "on a CPU, serve the shipped adapter through LoRA instead of merged into the model"))
     decoding: str = field(default="scoring", metadata=field_help(
         "scoring: one forward pass over the label tokens; choice: constrained generation", choices=decoding_modes))
-    context_turns: int = field(default=2, metadata=field_help("previous turns in the prompt", flag="--context",
-                                                              metavar="Z"))
+    prompt: str = field(default="dialoguellm", metadata=field_help(
+        "dialoguellm: the paper's prompt (previous turns, target, response mark); conversation: every turn "
+        "up to the target, each a line and a slot, sent as token ids so each turn extends the last one's prompt",
+        choices=PROMPTS))
+    context_turns: int = field(default=2, metadata=field_help(
+        "previous turns in the prompt (conversation prompt: at most this many, fewer when the window moves)",
+        flag="--context", metavar="Z"))
+    window_step: int = field(default=8, metadata=field_help(
+        "conversation prompt: the window of past turns starts at a multiple of this many turn ids, so it "
+        "moves in steps of this size when the history outgrows max_model_len"))
     max_model_len: int = field(default=512, metadata=field_help("context window in tokens: prompt and answer"))
     max_lora_rank: int = field(default=16, metadata=field_help("the largest LoRA rank served"))
     max_loras: int = 4
@@ -97,6 +106,10 @@ class EngineConfig:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.context_turns < 0:
             raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
+        if self.prompt not in PROMPTS:
+            raise ConfigError(f"prompt: {self.prompt!r} is not one of {', '.join(PROMPTS)}")
+        if self.window_step <= 0:
+            raise ConfigError(f"window_step: must be > 0, got {self.window_step}")
         if self.block_size is not None and (self.block_size <= 0 or self.block_size % 16):
             raise ConfigError(f"block_size: must be a positive multiple of 16, got {self.block_size}")
         if self.kv_cache_gib <= 0:

@@ -29,8 +29,8 @@ def run_eval(config: EvalConfig) -> int:
         print(f"{report['turns_per_s']:.0f} turns/s (fitted on {len(train)} {config.dataset} train turns)")
         return 0
     # Every prompt is built once before the engine starts: one too long for the window fails here.
-    Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns,
-                        engine_config.max_model_len).build_all(requests)
+    Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns, engine_config.max_model_len,
+                        engine_config.prompt, engine_config.window_step).build_all(requests)
     from workers.engine import EmotionEngine
 
     engine = EmotionEngine(engine_config)

@@ -62,6 +62,20 @@ LABEL_SETS: dict[str, LabelSet] = {
 }
 
 
+NEGATIVE_EMOTIONS = frozenset({"anger", "angry", "mad", "frustrated", "disgust", "fear", "scared", "sadness", "sad"})
+"""The emotions a supervisor acts on, named once: a label set's negative labels are its labels in this set."""
+
+NEGATIVE_LABELS: dict[str, tuple[str, ...]] = {
+    name: tuple(label for label in s.labels if label in NEGATIVE_EMOTIONS) for name, s in LABEL_SETS.items()
+}
+"""Per label set, its negative labels (MELD: anger, sadness, disgust, fear; EmoryNLP: scared, mad, sad)."""
+
+
+def negative_labels(label_set: LabelSet) -> tuple[str, ...]:
+    """The negative labels of `label_set` (also for a set registered after this module loaded)."""
+    return tuple(label for label in label_set.labels if label in NEGATIVE_EMOTIONS)
+
+
 def get_label_set(name: str) -> LabelSet:
     """The registered label set called `name`."""
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.core.labels import LabelSet
+from pipeline.core.labels import LabelSet, negative_labels
 
 
 def classification_report(gold: Sequence[str], predicted: Sequence[str], labels: LabelSet) -> dict[str, Any]:
@@ -36,7 +36,23 @@ def classification_report(gold: Sequence[str], predicted: Sequence[str], labels:
             for i, label in enumerate(order)
         },
         "confusion_matrix": confusion_matrix(gold, predicted, labels=order).tolist(),
+        "recall": {label: float(r[i]) for i, label in enumerate(order)},
+        "negative": negative_report(gold, predicted, labels),
     }
+
+
+def negative_report(gold: Sequence[str], predicted: Sequence[str], labels: LabelSet) -> dict[str, Any]:
+    """"Is this turn negative?": precision, recall and F1 of predicting any negative label (the
+    label set's `negative_labels`, the ones the supervisors' page and alerts act on) against gold."""
+    negative = set(negative_labels(labels))
+    g = [x in negative for x in gold]
+    p = [x in negative for x in predicted]
+    tp = sum(a and b for a, b in zip(g, p, strict=True))
+    precision = tp / sum(p) if sum(p) else 0.0
+    recall = tp / sum(g) if sum(g) else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"labels": sorted(negative), "precision": precision, "recall": recall, "f1": f1,
+            "support": sum(g), "predicted": sum(p)}
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -49,4 +65,8 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     for label, c in report["per_class"].items():
         lines.append(f"{label:<12}{c['precision']:>10.3f}{c['recall']:>10.3f}{c['f1']:>10.3f}{c['support']:>9}")
+    negative = report.get("negative")
+    if negative and negative["labels"]:
+        lines.append(f"{'negative':<12}{negative['precision']:>10.3f}{negative['recall']:>10.3f}"
+                     f"{negative['f1']:>10.3f}{negative['support']:>9}  (any of {', '.join(negative['labels'])})")
     return "\n".join(lines)

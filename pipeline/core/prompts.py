@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pipeline.core.errors import ConfigError, PromptTooLongError
 from pipeline.core.labels import LabelSet
-from pipeline.core.turns import Conversation, Turn
+from pipeline.core.turns import Turn
 
 TokenCounter = Callable[[str], int]
 
@@ -38,14 +38,6 @@ class PromptConfig:
             raise ConfigError(f"max_prompt_tokens must be > 0, got {self.max_prompt_tokens}")
 
 
-@dataclass(frozen=True)
-class Demonstration:
-    """A solved example shown before the task (k-shot prompting)."""
-
-    context: tuple[Turn, ...]
-    target: Turn
-
-
 def _clean(text: str) -> str:
     """Runs of whitespace as one space: every path (corpus, stream, manifest) gives the same prompt."""
     return " ".join(text.split())
@@ -63,12 +55,10 @@ class PromptBuilder:
         labels: LabelSet,
         config: PromptConfig = PromptConfig(),
         count_tokens: TokenCounter = approximate_token_count,
-        demonstrations: Sequence[Demonstration] = (),
     ) -> None:
         self.labels = labels
         self.config = config
         self.count_tokens = count_tokens
-        self.demonstrations = tuple(demonstrations)
         self.instruction = (
             "### Instruction:\n"
             "You are an expert in emotion analysis. Read the conversation, the target utterance and, "
@@ -84,37 +74,18 @@ class PromptBuilder:
         """The prompt for `target`, with up to `context_turns` of `context` (oldest first)."""
         z = self.config.context_turns
         kept = list(context[-z:]) if z else []
-        demos = list(self.demonstrations)
         while True:
-            prompt = self._render(target, kept, demos)
+            prompt = self.instruction + self._example(target, kept)
             if self.count_tokens(prompt) <= self.config.max_prompt_tokens:
                 return prompt
             if kept:
                 kept.pop(0)
-            elif demos:
-                demos.pop()
             else:
                 raise PromptTooLongError(
                     f"turn {target.turn_id} of conversation {target.conversation_id} alone takes "
                     f"{self.count_tokens(prompt)} tokens, over the budget of "
                     f"{self.config.max_prompt_tokens}"
                 )
-
-    def build_conversation(self, conversation: Conversation) -> list[str]:
-        """One prompt per turn, each with the turns before it as context."""
-        z = self.config.context_turns
-        return [
-            self.build(turn, conversation.context_of(i, z))
-            for i, turn in enumerate(conversation.turns)
-        ]
-
-    def _render(self, target: Turn, context: Sequence[Turn], demos: Sequence[Demonstration]) -> str:
-        parts = [self.instruction]
-        for demo in demos:
-            parts.append(self._example(demo.target, demo.context) + self.answer(demo.target.label or "")
-                         + "\n\n")
-        parts.append(self._example(target, context))
-        return "".join(parts)
 
     def _example(self, target: Turn, context: Sequence[Turn]) -> str:
         text = ""
@@ -125,21 +96,3 @@ class PromptBuilder:
             text += f"### Video description:\n{target.description.strip()}\n\n"
         return text + RESPONSE_MARK
 
-
-def pick_demonstrations(
-    conversations: Sequence[Conversation], k: int, labels: LabelSet, context_turns: int = 2
-) -> list[Demonstration]:
-    """k demonstrations, cycling through the labels so each appears, first found first."""
-    if k <= 0:
-        return []
-    by_label: dict[str, list[Demonstration]] = {label: [] for label in labels.labels}
-    for conv in conversations:
-        for i, turn in enumerate(conv.turns):
-            if turn.label in by_label and len(by_label[turn.label]) < k:
-                by_label[turn.label].append(Demonstration(conv.context_of(i, context_turns), turn))
-    picked: list[Demonstration] = []
-    for round_ in range(k):
-        for label in labels.labels:
-            if len(picked) < k and round_ < len(by_label[label]):
-                picked.append(by_label[label][round_])
-    return picked

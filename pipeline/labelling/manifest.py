@@ -85,12 +85,15 @@ def normalise(df: Any, video_root: str | Path | None, label_set: str, where: str
 
 def add_context(df: Any, z: int) -> Any:
     """`_context`: the up to `z` previous turns of the row's conversation (by turn id), as JSON
-    `[[speaker, text], ...]`, taken from the whole manifest (done rows included)."""
+    `[[turn_id, speaker, text, description or null], ...]`, taken from the whole manifest (done rows
+    included; a description is the manifest's own, not one the job computes from video)."""
     context = [None] * len(df)
     for _, group in df.groupby("_conversation_id", sort=False):
-        turns = dict(zip(group["_turn_id"], zip(group["_speaker"], group["_text"])))
+        descriptions = group["_description"] if "_description" in group else [None] * len(group)
+        turns = {int(i): (int(i), s, x, d if isinstance(d, str) and d else None)
+                 for i, s, x, d in zip(group["_turn_id"], group["_speaker"], group["_text"], descriptions)}
         for index, turn_id in zip(group.index, group["_turn_id"]):
-            context[index] = json.dumps(select_context(turn_id, z, turns))
+            context[index] = json.dumps(select_context(int(turn_id), z, turns))
     df["_context"] = context
     return df
 

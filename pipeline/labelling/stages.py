@@ -94,7 +94,7 @@ def label_requests(batch: Any, label_set: str) -> list[LabelRequest]:
     """The engine requests for a batch of manifest rows (their context already gathered)."""
     return [
         LabelRequest(Turn(str(c), int(t), str(s), str(x), None, _text(d)),
-                     tuple(Turn(str(c), -1, who, text) for who, text in json.loads(ctx)), label_set)
+                     tuple(Turn(str(c), int(i), who, text, None, d) for i, who, text, d in json.loads(ctx)), label_set)
         for c, t, s, x, d, ctx in zip(batch["_conversation_id"], batch["_turn_id"], batch["_speaker"],
                                       batch["_text"], batch["_description"], batch["_context"])
     ]

@@ -60,7 +60,8 @@ class StreamConfig:
     max_deliveries: int = field(default=3, metadata=field_help(
         "attempts before an entry goes to the dead-letter stream"))
     max_text_chars: int = field(default=2000, metadata=field_help("longer texts are dead-lettered"))
-    context_keep: int = 16
+    context_keep: int = field(default=16, metadata=field_help(
+        "turns of a conversation the context store keeps (at least as many as the engine's prompt shows)"))
     context_ttl_s: int = field(default=24 * 3600, metadata=field_help(
         "how long a conversation's context outlives its last turn"))
     done_ttl_s: int = 7 * 24 * 3600

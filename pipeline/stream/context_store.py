@@ -1,7 +1,8 @@
 """Conversation context in Redis, so every worker of a group builds the same prompt for a turn.
 
 Each conversation is a hash `{prefix}:ctx:{conversation_id}` of turn_id → msgpack
-`{speaker, text}`, written when a worker reads the turn (before it is labelled) and expiring
+`{speaker, text}` (and `description` when the turn has one: the conversation prompt shows past
+turns' descriptions), written when a worker reads the turn (before it is labelled) and expiring
 `ttl_s` after the conversation's last write. Writing turn k deletes turn k − keep, so a
 conversation holds about `keep` turns.
 
@@ -43,7 +44,10 @@ class ContextStore:
         pipe = self.redis.pipeline(transaction=False)
         for t in turns:
             key = self.key(t.conversation_id)
-            pipe.hset(key, str(t.turn_id), msgpack.packb({"speaker": t.speaker, "text": t.text}))
+            value = {"speaker": t.speaker, "text": t.text}
+            if t.description is not None:
+                value["description"] = t.description
+            pipe.hset(key, str(t.turn_id), msgpack.packb(value))
             if t.turn_id >= self.keep:
                 pipe.hdel(key, str(t.turn_id - self.keep))
             pipe.expire(key, self.ttl_s)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.core.description_cache import RedisDescriptionCache, cache_key
 from pipeline.core.descriptions import DescribeResult
-from pipeline.core.errors import ConfigError, DialogueLLMError
+from pipeline.core.errors import DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.turns import VideoSegment
 from pipeline.core.video_policy import VideoPolicy
@@ -93,12 +93,10 @@ class StreamWorker:
         self.videos = videos
         self.descriptions = RedisDescriptionCache(redis)
         self.io = StreamIO(redis, config)
-        if config.context_keep < pool.context_turns:
-            raise ConfigError(f"context_keep: must be ≥ the engine's context turns ({pool.context_turns}), "
-                              f"got {config.context_keep}")
-        # The engine's prompts decide how many turns of context a turn needs: one setting, the engine's.
-        self.context = ContextStore(redis, config.in_stream, pool.context_turns, config.context_keep,
-                                    config.context_ttl_s)
+        # The engine's prompts decide how many turns of context a turn needs (one setting, the
+        # engine's); the store keeps at least those, so the whole window the prompt can show is there.
+        self.context = ContextStore(redis, config.in_stream, pool.context_turns,
+                                    max(config.context_keep, pool.context_turns), config.context_ttl_s)
         self.policy = AckPolicy(config.max_deliveries)
         self.schema = TurnSchema(config.max_text_chars, pool.accepted_adapters)
         self.metrics = metrics or WorkerMetrics()

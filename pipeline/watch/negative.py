@@ -1,7 +1,8 @@
 """A turn's negative score: the probability its label set gives to its negative emotions.
 
-The one definition, for the watch page and any rule that ranks turns by distress. Negative
-emotions are named once; each label set's negative labels are those of its labels in that list
+The page and any rule that ranks turns by distress use it. Negative emotions are named once, in
+`pipeline.core.labels` (`NEGATIVE_EMOTIONS`, `NEGATIVE_LABELS`), which the evaluation report's
+`negative` figures use too; each label set's negative labels are those of its labels in that list
 (MELD: anger, disgust, fear, sadness; EmoryNLP: mad, scared, sad).
 """
 
@@ -9,13 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipeline.core.labels import LABEL_SETS
+from pipeline.core.labels import NEGATIVE_EMOTIONS, NEGATIVE_LABELS
 
-NEGATIVE_EMOTIONS = frozenset({"anger", "angry", "mad", "frustrated", "disgust", "fear", "scared", "sadness", "sad"})
-
-NEGATIVE_LABELS: dict[str, tuple[str, ...]] = {
-    name: tuple(label for label in s.labels if label in NEGATIVE_EMOTIONS) for name, s in LABEL_SETS.items()
-}
+__all__ = ["NEGATIVE_EMOTIONS", "NEGATIVE_LABELS", "negative_score"]
 
 
 def negative_score(probs: Mapping[str, float]) -> float:
