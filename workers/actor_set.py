@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from pipeline.core.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError, one_line
 
 log = logging.getLogger("dialoguellm.actors")
 PROBE_INTERVAL_S = 1.0
@@ -54,8 +54,13 @@ class ActorSet:
     """`count` actors of `cls` built with `args`, Ray options `options` (num_cpus, num_gpus, ...)."""
 
     def __init__(self, cls: type, args: tuple, count: int, options: dict[str, Any],
-                 ray_address: str | None = None, max_restarts: int = 3, kind: str = "actor") -> None:
+                 ray_address: str | None = None, max_restarts: int = 3, kind: str = "actor",
+                 health: tuple[str, float] | None = None) -> None:
+        """`health`: (method, seconds): after a call raised, the actor is out of rotation until
+        `method()` answers within the seconds; one that does not is killed and replaced."""
         import ray
+
+        self._health = health
 
         ensure_ray(ray_address)
         self.kind = kind
@@ -71,6 +76,7 @@ class ActorSet:
         self._next = 0
         self._abandons = 0  # how many times waiting calls were let go
         self._probes: dict[int, asyncio.Task] = {}
+        self._checks: dict[int, asyncio.Task] = {}
         ActorSet._held.append(self)
 
     _held: list[ActorSet] = []  # the sets of this process, whose resources the next set cannot use
@@ -111,9 +117,38 @@ class ActorSet:
                 failures += 1
                 self._out_of_rotation(i, e)
                 if failures >= len(self.actors):
-                    raise NoActorsError(f"{method} failed on {failures} {self.kind}(s) that died: {e}") from None
+                    raise NoActorsError(f"{method} failed on {failures} {self.kind}(s) that died: "
+                                        f"{one_line(e)}") from None
+            except ray.exceptions.RayTaskError as e:
+                # The call raised inside the actor: it may have left the actor broken (an engine
+                # that stops answering after a failed adapter load). It takes no more work until
+                # its health check answers.
+                if self._health is not None and self._alive[i]:
+                    self._alive[i] = False
+                    log.warning(f"{self.kind} {i} failed a call, checking its health before it takes more work",
+                                extra={"error": one_line(e)})
+                    self._checks[i] = asyncio.get_running_loop().create_task(self._check_health(i))
+                raise
             finally:
                 self._inflight[i] -= 1
+
+    async def _check_health(self, i: int) -> None:
+        """Back in rotation when the health method answers in time; else killed and replaced."""
+        import ray
+
+        method, timeout_s = self._health
+        actor = self.actors[i]
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(getattr(actor, method).remote().future()), timeout_s)
+        except (asyncio.TimeoutError, ray.exceptions.RayError) as e:
+            if self.actors[i] is actor:
+                why = f"no health answer in {timeout_s:g} s" if isinstance(e, asyncio.TimeoutError) else one_line(e)
+                self._checks.pop(i, None)
+                self.replace(i, why)
+            return
+        if self.actors[i] is actor and not self._alive[i]:
+            self._alive[i] = True
+            log.warning(f"{self.kind} {i} is healthy, back in rotation", extra={"alive": self.alive})
 
     def replace(self, i: int, why: str) -> None:
         """Kill actor `i` (hung: it answers nothing) and start a new one in its place, out of
@@ -156,7 +191,7 @@ class ActorSet:
         if self._alive[i]:
             self._alive[i] = False
             log.warning(f"{self.kind} {i} died, out of rotation until it answers again",
-                        extra={"error": f"{type(error).__name__}: {str(error)[:300]}", "alive": self.alive})
+                        extra={"error": one_line(error), "alive": self.alive})
         self._ensure_probes()
 
     def _ensure_probes(self) -> None:
@@ -164,7 +199,9 @@ class ActorSet:
         ended since: the pool outlives it)."""
         loop = asyncio.get_running_loop()
         for i, alive in enumerate(self._alive):
-            probe = self._probes.get(i)
+            probe, check = self._probes.get(i), self._checks.get(i)
+            if check is not None and not check.done() and check.get_loop() is loop:
+                continue  # its health check puts it back (or replaces it)
             if not alive and (probe is None or probe.done() or probe.get_loop() is not loop):
                 self._probes[i] = loop.create_task(self._probe(i))
 
@@ -213,7 +250,7 @@ class ActorSet:
     def shutdown(self) -> None:
         import ray
 
-        for task in self._probes.values():
+        for task in [*self._probes.values(), *self._checks.values()]:
             try:
                 task.cancel()
             except RuntimeError:  # its loop (a worker's) has ended: nothing runs it any more

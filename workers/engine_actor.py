@@ -13,8 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
+from pipeline.core.turns import Turn
 from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
+
+PROBE = LabelRequest(Turn("health-check", 0, "A", "Hello."), (), "meld")
 
 
 class EngineActor:
@@ -42,6 +45,13 @@ class EngineActor:
             return await loop.run_in_executor(self._thread, self.engine.predict_each, list(requests))
         finally:
             self._queued -= 1
+
+    async def health(self) -> bool:
+        """Label one probe turn on the engine's thread (queued behind any batch in it): an engine
+        left broken by an error hangs or raises here."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self.engine.predict_each, [PROBE])
+        return True
 
     async def reset_prefix_cache(self) -> None:
         """Forget cached prompt prefixes (benchmarks measure each run from a cold cache)."""

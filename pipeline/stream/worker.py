@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.core.description_cache import RedisDescriptionCache, cache_key
 from pipeline.core.descriptions import DescribeResult
-from pipeline.core.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError, one_line
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.turns import VideoSegment
 from pipeline.core.video_policy import VideoPolicy
@@ -236,7 +236,7 @@ class StreamWorker:
             reason = f"describing the batch's {len(missing)} video(s) took longer than its {deadline:g} s deadline"
             fresh, errors = {}, {keys[j]: reason for j in missing}
         except Exception as e:  # a crashed video actor: the turns are labelled from their text alone
-            reason = f"describer failed: {type(e).__name__}: {e}"
+            reason = f"describer failed: {one_line(e)}"
             fresh, errors = {}, {keys[j]: reason for j in missing}
         for j, key in enumerate(keys):
             known[j] = known[j] or fresh.get(key)
@@ -296,8 +296,9 @@ class StreamWorker:
         try:
             return await self.pool.label(requests)
         except Exception as e:  # an engine or actor failure
-            failure = EngineFailure(f"engine failed: {type(e).__name__}: {e}")
-            # No engine to run on (or the call killed every engine): not a turn's fault, not split.
+            failure = EngineFailure(f"engine failed: {one_line(e)}")
+            # No engine to run on, an engine that hung (restarted), or a call that killed every
+            # engine: not split, so one such turn never hangs or kills engine after engine.
             if len(requests) == 1 or isinstance(e, DialogueLLMError):
                 return [failure] * len(requests)
         half = len(requests) // 2
