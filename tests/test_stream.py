@@ -885,3 +885,34 @@ def test_a_broken_adapter_file_dead_letters_its_turns_readably_and_the_others_ar
             assert letter.error.startswith("failed") or letter.error.startswith("delivered"), letter.error
     finally:
         engines.shutdown()
+
+
+def test_a_conversations_turns_go_to_its_engine_while_it_lives_and_none_is_lost_when_it_dies(r, prefix, two_engines,
+                                                                                              data_root):
+    import ray
+
+    def served_by() -> list[set[str]]:
+        return [set(ray.get(a.conversations.remote(), timeout=120)) for a in two_engines.actors.actors]
+
+    cfg = config(prefix, batch_size=16, claim_idle_ms=3000, claim_interval_ms=500)
+    messages = meld_messages(data_root, 400, turns_per_conversation=10)  # 40 conversations
+    first = [m for m in messages if m.turn_id < 5]
+    second = [m for m in messages if m.turn_id >= 5]
+    with worker(cfg, two_engines) as w:
+        ids = push_many(r, cfg.in_stream, first)
+        wait_for(r, cfg, len(ids), running=w)
+        engines = served_by()
+        conversations = {m.conversation_id for m in first}
+        # Every conversation was labelled on one engine only: its home.
+        assert engines[0] | engines[1] >= conversations and not engines[0] & engines[1] & conversations
+        for c in conversations:
+            assert c in engines[two_engines.home(c)]
+        assert w.metrics.registry.get_sample_value("dialoguellm_prompt_tokens_total") > 0
+        ratio = w.metrics.registry.get_sample_value("dialoguellm_prompt_tokens_cached_ratio")
+        assert 0 < ratio < 1  # the shared instruction at least is served from the cache
+        # One engine dies (Ray restarts it); its conversations go to the other meanwhile, none lost.
+        ray.kill(two_engines.actors.actors[0], no_restart=False)
+        ids += push_many(r, cfg.in_stream, second)
+        wait_for(r, cfg, len(ids), running=w)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and len(labels) == len(messages)

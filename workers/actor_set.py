@@ -91,17 +91,20 @@ class ActorSet:
         """Actors in rotation."""
         return sum(self._alive)
 
-    async def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    async def call(self, method: str, *args: Any, timeout_s: float | None = None, prefer: int | None = None,
+                   full_at: int | None = None) -> Any:
         """`method(*args)` on the least busy live actor; retried at once on another if the actor
         dies under it, waited for while none is alive. Raises `NoActorsError` when it failed on
         as many actors as there are (a call that kills whatever runs it). With `timeout_s`, a
         call the actor has not answered by then raises `ActorTimeout` and the actor, taken as
-        hung, is killed and replaced by a new one (in rotation once it answers)."""
+        hung, is killed and replaced by a new one (in rotation once it answers). With `prefer`, that
+        actor takes the call while it is alive and has fewer than `full_at` calls in hand (affinity:
+        it holds what the call needs cached); otherwise the least busy live one does."""
         import ray
 
         failures = 0
         while True:
-            i = await self._pick()
+            i = await self._pick(prefer, full_at)
             self._inflight[i] += 1
             try:
                 ref = getattr(self.actors[i], method).remote(*args)
@@ -170,7 +173,9 @@ class ActorSet:
         later calls wait as usual."""
         self._abandons += 1
 
-    async def _pick(self) -> int:
+    async def _pick(self, prefer: int | None = None, full_at: int | None = None) -> int:
+        if prefer is not None and self._alive[prefer] and (full_at is None or self._inflight[prefer] < full_at):
+            return prefer
         abandons, waited = self._abandons, 0
         while not any(self._alive):
             if self._abandons != abandons:

@@ -6,6 +6,8 @@ the Ray cluster at `ray_address` (or `$RAY_ADDRESS`), else starts a local one.
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -77,6 +79,8 @@ class EnginePool:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.config = config
         self.context_turns = engine_config.context_turns
+        self.prompt_tokens = 0  # since start, over every engine: all, and those the prefix caches served
+        self.cached_tokens = 0
         self.actors = ActorSet(EngineActor, (engine_config,), config.engines,
                                dict(num_cpus=config.cpus_per_engine, num_gpus=gpus,
                                     max_concurrency=config.max_inflight_per_engine + 4),
@@ -114,10 +118,32 @@ class EnginePool:
         """Batches handed to engines and not yet answered."""
         return self.actors.queue_depth
 
+    def home(self, conversation_id: str) -> int:
+        """The engine a conversation's turns go to while it is alive and not full: the one whose
+        prefix cache holds the conversation's earlier prompts."""
+        return zlib.crc32(conversation_id.encode("utf-8")) % len(self.actors.actors)
+
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
-        """Label one batch on the least busy live engine (another one if it dies meanwhile). A
-        call past its deadline raises `ActorTimeout` and its engine, taken as hung, is restarted."""
-        return await self.actors.call("label", list(requests), timeout_s=self.config.deadline_s(len(requests)))
+        """Label a batch, each conversation's turns on its home engine (the least busy live one
+        when that one is dead, or full: holding as many calls as the whole pool takes at once;
+        another if it dies meanwhile). A call past its deadline raises `ActorTimeout` and its
+        engine, taken as hung, is restarted."""
+        homes: dict[int, list[int]] = {}
+        for k, request in enumerate(requests):
+            homes.setdefault(self.home(request.turn.conversation_id), []).append(k)
+        parts = await asyncio.gather(*(self._label_on(home, [requests[k] for k in ks]) for home, ks in homes.items()))
+        answers: list[Prediction | DialogueLLMError | None] = [None] * len(requests)
+        for ks, part in zip(homes.values(), parts, strict=True):
+            for k, answer in zip(ks, part, strict=True):
+                answers[k] = answer
+        return answers
+
+    async def _label_on(self, home: int, requests: list[LabelRequest]) -> list[Prediction | DialogueLLMError]:
+        batch = await self.actors.call("label", requests, timeout_s=self.config.deadline_s(len(requests)),
+                                       prefer=home, full_at=self.capacity)
+        self.prompt_tokens += batch.prompt_tokens
+        self.cached_tokens += batch.cached_tokens
+        return batch.predictions
 
     def abandon_waiting(self) -> None:
         """Calls waiting for an engine to come back give up (see `ActorSet.abandon_waiting`)."""

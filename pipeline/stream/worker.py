@@ -55,6 +55,8 @@ class LabelPool(Protocol):
     model: str
     context_turns: int
     capacity: int
+    prompt_tokens: int  # since start: all, and those the engines' prefix caches served
+    cached_tokens: int
     queue_depth: int
     alive: int
     accepted_adapters: list[str]
@@ -105,6 +107,7 @@ class StreamWorker:
                                  self.metrics.redis_errors.inc, log)
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._tokens_seen = (pool.prompt_tokens, pool.cached_tokens)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Label until `stop` is set, then finish and commit the batches in flight."""
@@ -268,6 +271,9 @@ class StreamWorker:
         finally:
             self.metrics.queue_depth.set(self.pool.queue_depth)
             self.metrics.engines_alive.set(self.pool.alive)
+            seen = (self.pool.prompt_tokens, self.pool.cached_tokens)
+            self.metrics.count_prompt_tokens(seen[0] - self._tokens_seen[0], seen[1] - self._tokens_seen[1])
+            self._tokens_seen = seen
         failures = {entry.id: a for (entry, _), a in zip(todo, answers, strict=True) if isinstance(a, EngineFailure)}
         if failures:
             log.warning("turns failed", extra={"entries": len(failures), "error": next(iter(failures.values()))})
