@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.alerts.config import AlertsConfig
 from pipeline.core.config_fields import field_help
+from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.datasets import DATASETS, SPLITS
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
@@ -277,6 +278,13 @@ class BenchStreamConfig:
 
     limit: int | None = field(default=None, metadata=field_help("MELD test turns (default: all 2,610)"))
     rate: float | None = field(default=None, metadata=field_help("push at this many turns/s (default: all at once)"))
+    conversations: int | None = field(default=None, metadata=field_help(
+        "this many live conversations at once, their turns pushed interleaved in time order (default: "
+        "one conversation after another)"))
+    compare_prompts: tuple[str, ...] = field(default=("dialoguellm",), metadata=field_help(
+        "run the stream once per prompt given, in one run (repeatable, e.g. --compare-prompt dialoguellm "
+        "--compare-prompt conversation; default: the engine's prompt alone); the conversation prompt shows "
+        "every previous turn", flag="--compare-prompt", choices=PROMPTS, metavar="PROMPT"))
     data: str | None = data_field()
     json: bool = json_field()
     stream: StreamConfig = field(default_factory=lambda: StreamConfig(batch_size=128))
@@ -284,7 +292,7 @@ class BenchStreamConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
-        _positive(self, "limit", "rate")
+        _positive(self, "limit", "rate", "conversations")
         _engine_served(self)
 
 
