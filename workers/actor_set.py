@@ -36,6 +36,7 @@ def ensure_ray(address: str | None = None) -> None:
     import ray
 
     from pipeline.core import envs
+    from pipeline.core.logs import library_log_level
 
     global _started_here
     if not ray.is_initialized():
@@ -44,9 +45,13 @@ def ensure_ray(address: str | None = None) -> None:
             # Ray runs its workers at nice 15 by default; a CPU engine's threads, bound to every
             # core, then stall whenever Ray's own processes run. Its actors are the work here.
             envs.set_default("RAY_worker_niceness", "0")
-        # The level the command set (`pipeline.core.logs.quiet_libraries`); Ray's default is INFO.
-        level = logging.getLogger("ray").level or logging.INFO
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=level)
+        # The level the command set (`pipeline.core.logs.quiet_libraries`): below INFO, neither Ray's
+        # own lines nor what its actors print (vLLM's loading bars, torch's warnings) reach the
+        # terminal; they stay in Ray's session logs, and errors still raise here.
+        level = library_log_level()
+        logging.getLogger("ray").setLevel(level)
+        ray.init(address=address, include_dashboard=False, log_to_driver=level <= logging.INFO,
+                 logging_level=level)
         _started_here = local
 
 
