@@ -140,7 +140,9 @@ def test_forget_deletes_the_conversations_texts_and_nothing_else(r, prefix, run_
 
 def test_forget_needs_a_conversation_and_refuses_a_key_of_another_type(r, prefix, run_cli):
     result = run_cli("forget", "--redis", REDIS_URL, timeout=60)
-    assert result.returncode == 2 and result.stderr.startswith("dialoguellm: error: conversation:")
+    assert result.returncode == 2 and "--conversation" in result.stderr and len(result.stderr.splitlines()) == 1
+    result = run_cli("forget", "--conversation", "", "--redis", REDIS_URL, timeout=60)
+    assert result.returncode == 2 and result.stderr.startswith("dialoguellm: error: conversation: must not be empty")
     r.set(f"{prefix}:turns", "not a stream")
     result = run_cli("forget", "--conversation", "c", "--in-stream", f"{prefix}:turns", "--redis", REDIS_URL,
                      timeout=60)

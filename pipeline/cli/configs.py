@@ -196,8 +196,7 @@ class ReplayConfig:
 class ForgetConfig:
     """`dialoguellm forget`."""
 
-    conversation: tuple[str, ...] = field(default=(), metadata=field_help(
-        "the conversation whose stored texts are deleted (repeatable)", metavar="ID"))
+    conversation: str = field(metadata=field_help("the conversation whose stored texts are deleted", metavar="ID"))
     redis_url: str = redis_url_field()
     in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help(
         "input stream: its entries of the conversation, and its context hash IN_STREAM:ctx:ID"))
@@ -209,8 +208,8 @@ class ForgetConfig:
     dry_run: bool = field(default=False, metadata=field_help("count what would be deleted, delete nothing"))
 
     def __post_init__(self) -> None:
-        if not self.conversation or not all(self.conversation):
-            raise ConfigError("conversation: give the conversation to forget, as --conversation ID")
+        if not self.conversation:
+            raise ConfigError("conversation: must not be empty")
 
     @property
     def streams(self) -> tuple[str, ...]:

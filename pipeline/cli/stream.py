@@ -158,7 +158,7 @@ def run_forget(config: ForgetConfig) -> int:
     from pipeline.stream.forget import forget_conversations
 
     preflight(config)
-    done = forget_conversations(redis.Redis.from_url(config.redis_url), config.conversation, config.in_stream,
+    done = forget_conversations(redis.Redis.from_url(config.redis_url), [config.conversation], config.in_stream,
                                 config.streams, config.dry_run)
     verb = "would delete" if config.dry_run else "deleted"
     for f in done:

@@ -40,7 +40,8 @@ DEFAULT_PHONE_REGIONS = ("US", "GB")
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]){11,30}(?![A-Za-z0-9])")
-_DIGITS = re.compile(r"\d+(?:[ -]\d+)*")
+_DIGITS = re.compile(r"\+?\d+(?:[ -]\d+)*")
+_PHONE_RUN = re.compile(r"\+?\(?\d[\d().\- ]*\d\)?")
 _CARD_LENGTHS = range(13, 20)
 _CARD_INDUSTRIES = "23456"  # ISO/IEC 7812 major industry identifiers of payment cards
 
@@ -102,7 +103,8 @@ def _redactor(regions: tuple[str, ...]) -> Callable[[str], str]:
     def cards(m: re.Match[str]) -> str:
         # The run's digit groups; a card is the longest stretch of whole groups that checks.
         groups = [(g.start(), g.end(), g[0]) for g in re.finditer(r"\d+", m[0])]
-        out, at, i = [], 0, 0
+        out, at = [], 0
+        i = 1 if m[0].startswith("+") else 0  # +CC...: a phone number's country code, never a card's start
         while i < len(groups):
             number, last = "", None
             for j in range(i, len(groups)):
@@ -126,7 +128,32 @@ def _redactor(regions: tuple[str, ...]) -> Callable[[str], str]:
                 return IBAN + found[end:]
         return found
 
+    def valid_phone(candidate: str) -> bool:
+        for region in regions:
+            try:
+                number = phonenumbers.parse(candidate, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return True
+        return False
+
+    def phone_prefix(m: re.Match[str]) -> str:
+        # libphonenumber's matcher gives up on a number followed by more digits or brackets ("... 0958 12/27"):
+        # the longest run of its leading digit groups that is a valid number.
+        ends = [g.end() for g in re.finditer(r"\d+\)?", m[0])]
+        for end in reversed(ends):
+            if sum(c.isdigit() for c in m[0][:end]) < 7:
+                break
+            if valid_phone(m[0][:end]):
+                return PHONE + m[0][end:]
+        return m[0]
+
     def phones(text: str) -> str:
+        text = matched_phones(text)
+        return _PHONE_RUN.sub(phone_prefix, text) if any(c.isdigit() for c in text) else text
+
+    def matched_phones(text: str) -> str:
         spans: list[tuple[int, int]] = []
         for region in regions:
             for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
