@@ -8,14 +8,13 @@ import uuid
 
 import msgpack
 import pytest
+from conftest import REDIS_URL
 from stdnum import luhn
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.predictions import LabelRequest
 from pipeline.core.redaction import RedactionConfig, redact, redact_requests
 from pipeline.core.turns import Turn
-
-from conftest import REDIS_URL  # noqa: E402
 
 VISA, MASTERCARD, AMEX = "4111 1111 1111 1111", "5555-5555-5555-4444", "378282246310005"
 ORDER = "4111 1111 1111 1112"  # 16 digits of a card issuer's range, failing the Luhn check
