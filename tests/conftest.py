@@ -48,10 +48,17 @@ def engine(tiny_model, tiny_adapter):
     from workers.engine import EmotionEngine
     from workers.engine_config import EngineConfig
 
-    return EmotionEngine(EngineConfig(
+    engine = EmotionEngine(EngineConfig(
         model=str(tiny_model), adapters={"tiny": str(tiny_adapter)}, max_model_len=256,
         max_lora_rank=8, kv_cache_gib=1, max_num_seqs=64,
     ))
+    yield engine
+    try:
+        engine.close()
+    except ValueError:
+        # An in-process training test (Ray Train with num_workers 0) destroyed torch.distributed's
+        # default group, which the engine's groups hang from: they are gone already.
+        pass
 
 
 @pytest.fixture

@@ -73,6 +73,11 @@ class EmotionEngine:
         prompts = self.prompter.build_all_ids(self._redacted(requests))
         return self.predict_ids(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
 
+    def close(self) -> None:
+        """Shut the vLLM engine down now (its executor, memory and torch.distributed groups) rather
+        than from its finalizer at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def warm_up(self) -> None:
         """Label one throwaway turn, so the first real batch does not pay for lazy initialisation."""
         from pipeline.core.turns import Turn
