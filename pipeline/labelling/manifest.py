@@ -19,7 +19,7 @@ from pipeline.core.errors import DataError
 from pipeline.core.labels import get_label_set
 
 REQUIRED = ("conversation_id", "turn_id", "speaker", "text")
-OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")
+OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error", "context_only")
 ROW = "manifest_row"  # the output's column for `_row`
 MELD_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Speaker", "Utterance")
 
@@ -144,11 +144,16 @@ def _under(root: Path | None, uri: Any) -> str | None:
 
 
 def output_columns(batch: Any) -> Any:
-    """Every input column, `label` … `error`, and `manifest_row`."""
+    """Every input column, `label` … `context_only`, and `manifest_row`."""
     inputs = [c for c in batch.columns if not c.startswith("_") and c not in OUTPUT_COLUMNS]
     out = batch[inputs].copy()
     for name in OUTPUT_COLUMNS:
         out[name] = batch[name]
     out["error"] = out["error"].replace("", None)
+    # Typed, so that a file whose rows are all context only (all nulls) has the same schema as the others.
+    for name in ("label", "probs", "description", "error"):
+        out[name] = out[name].astype("str")
+    out["confidence"] = out["confidence"].astype("float64")
+    out["context_only"] = out["context_only"].astype(bool)
     out[ROW] = batch["_row"]
     return out
