@@ -131,3 +131,17 @@ def test_an_adapters_temperature_calibrates_its_probabilities_and_a_budget_misma
     plain = engine.predict(_requests(label_set="emorynlp", adapter="tiny"))
     for a, b in zip(other_set, plain, strict=True):  # no temperature recorded for this label set
         assert a.probs == pytest.approx(b.probs, rel=1e-6, abs=1e-9)
+
+
+def test_the_conversation_prompt_fed_turn_by_turn_computes_only_its_new_turn(engine, tiny_model, data_root, capsys):
+    """`bench engine`'s conversation rows (cost only, no timing asserted): warm, each turn's prompt
+    extends the cached previous one, so far fewer tokens are computed than cold."""
+    from pipeline.benchmarks.engine_bench import conversation_rows, round_robin
+    from pipeline.core.datasets import load_dataset
+
+    rounds = round_robin(load_dataset("meld", "test", data_root), 60)
+    assert [q.turn.turn_id for q in rounds[1]] == [1] * len(rounds[1])  # turn r of every conversation
+    rows = conversation_rows(engine, str(tiny_model), engine.config, str(data_root), 60)["conversation_rows"]
+    warm, cold = rows["conversation prompt, warm"], rows["conversation prompt, cold"]
+    assert warm["computed_tokens_per_turn"] < 0.6 * cold["computed_tokens_per_turn"]
+    assert "conversation prompt, warm" in capsys.readouterr().out

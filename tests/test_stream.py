@@ -913,3 +913,84 @@ def test_engines_killed_mid_run_lose_and_dead_letter_nothing(r, prefix, two_engi
     labels, dead = assert_exactly_once(r, cfg, ids + later)
     assert dead == [] and len(labels) == 130
     assert w.metrics.registry.get_sample_value("dialoguellm_engines_alive") >= 1
+
+
+def test_a_broken_adapter_file_dead_letters_its_turns_readably_and_the_others_are_labelled(r, prefix, pool,
+                                                                                           tiny_model, tiny_adapter,
+                                                                                           tmp_path):
+    """The issue's case, caused for real: two adapters served, the second's weights cut short on disk
+    after the engine started (a half-copied roll-out). Its turns go to the dead-letter stream with a
+    one-line reason; the first adapter's turns, pushed after, are all labelled; the engine is checked
+    (and restarted if it stopped answering) before it takes more work."""
+    import shutil
+
+    from workers.engine_config import EngineConfig
+    from workers.engine_pool import EnginePool, PoolConfig
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    shutil.copytree(tiny_adapter, good)
+    shutil.copytree(tiny_adapter, bad)
+    engines = EnginePool(EngineConfig(model=str(tiny_model), adapters={"good": str(good), "bad": str(bad)},
+                                      default_adapter="good", max_model_len=256, max_lora_rank=8, kv_cache_gib=1),
+                         PoolConfig(engines=1, cpus_per_engine=0.25, engine_timeout_s=30, health_timeout_s=20))
+    try:
+        weights = bad / "adapter_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])  # loaded lazily, at its first turn: now it is broken
+        cfg = config(prefix, max_deliveries=2, claim_idle_ms=1000, claim_interval_ms=300, batch_size=4)
+        bad_ids = push_many(r, cfg.in_stream, [TurnMessage("b", k, "A", f"bad turn {k}", adapter="bad")
+                                               for k in range(4)])
+        with worker(cfg, engines) as w:
+            time.sleep(5)
+            started = time.monotonic()
+            good_ids = push_many(r, cfg.in_stream, [TurnMessage("g", k, "A", f"good turn {k}", adapter="good")
+                                                    for k in range(4)])
+            deadline = time.monotonic() + 300
+            while {x.source_id for x in outputs(r, cfg)[0]} < set(good_ids):
+                w.check()
+                assert time.monotonic() < deadline, "the good adapter's turns were not labelled"
+                time.sleep(0.2)
+            good_after = time.monotonic() - started
+            wait_for(r, cfg, 8, timeout=300, running=w)
+        labels, dead = assert_exactly_once(r, cfg, bad_ids + good_ids)
+        assert {x.source_id for x in labels} == set(good_ids) and all(x.adapter == "good" for x in labels)
+        assert {d.source_id for d in dead} == set(bad_ids)
+        # Within the engine's deadline plus a restart (the tiny engine starts in well under 2 minutes).
+        assert good_after < cfg.claim_idle_ms / 1000 + engines.config.deadline_s(4) + 180
+        for letter in dead:
+            assert "\n" not in letter.error and "\x1b" not in letter.error, letter.error
+            for ray_detail in ("pid=", "ip=", "actor_id", "ray::"):
+                assert ray_detail not in letter.error, letter.error
+            assert letter.error.startswith("failed") or letter.error.startswith("delivered"), letter.error
+    finally:
+        engines.shutdown()
+
+
+def test_a_conversations_turns_go_to_its_engine_while_it_lives_and_none_is_lost_when_it_dies(r, prefix, two_engines,
+                                                                                              data_root):
+    import ray
+
+    def served_by() -> list[set[str]]:
+        return [set(ray.get(a.conversations.remote(), timeout=120)) for a in two_engines.actors.actors]
+
+    cfg = config(prefix, batch_size=16, claim_idle_ms=3000, claim_interval_ms=500)
+    messages = meld_messages(data_root, 400, turns_per_conversation=10)  # 40 conversations
+    first = [m for m in messages if m.turn_id < 5]
+    second = [m for m in messages if m.turn_id >= 5]
+    with worker(cfg, two_engines) as w:
+        ids = push_many(r, cfg.in_stream, first)
+        wait_for(r, cfg, len(ids), running=w)
+        engines = served_by()
+        conversations = {m.conversation_id for m in first}
+        # Every conversation was labelled on one engine only: its home.
+        assert engines[0] | engines[1] >= conversations and not engines[0] & engines[1] & conversations
+        for c in conversations:
+            assert c in engines[two_engines.home(c)]
+        assert w.metrics.registry.get_sample_value("dialoguellm_prompt_tokens_total") > 0
+        ratio = w.metrics.registry.get_sample_value("dialoguellm_prompt_tokens_cached_ratio")
+        assert 0 < ratio < 1  # the shared instruction at least is served from the cache
+        # One engine dies (Ray restarts it); its conversations go to the other meanwhile, none lost.
+        ray.kill(two_engines.actors.actors[0], no_restart=False)
+        ids += push_many(r, cfg.in_stream, second)
+        wait_for(r, cfg, len(ids), running=w)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and len(labels) == len(messages)

@@ -181,3 +181,17 @@ def test_train_refuses_to_replace_a_folder_it_did_not_write(run_cli, tmp_path):
     message = result.stderr.strip().splitlines()[-1]
     assert str(precious) in message and "--overwrite" in message
     assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_bench_train_runs_the_plain_fast_and_conversation_loops_on_the_same_turns(tmp_path, tiny_model, data_root,
+                                                                                   capsys):
+    """`bench train`'s three loops end to end on the tiny model (figures are for the benchmark; here
+    only that each loop trains over the same turns and the report holds its ratios)."""
+    from pipeline.benchmarks.train_bench import run_train_benchmark
+
+    recipe = _write(tmp_path, model=str(tiny_model), lora__top_layers=1, objective="label_ce")
+    result = run_train_benchmark(24, "cpu", str(data_root), str(recipe), batch_size=4)
+    assert result["examples"] == 24
+    for key in ("ratio", "steady_ratio", "conversation_ratio"):
+        assert result[key] > 0
+    assert "(c) conversation loop" in capsys.readouterr().out

@@ -481,6 +481,41 @@ def test_context_only_turns_show_as_context_not_as_an_emotion(r, streams, serve,
     assert "context only" in turns[1].find_element("css selector", "td.probs").text
 
 
+SPOKEN = {  # turn id -> (as spoken, as the page must show it)
+    0: ("My card is 4111 1111 1111 1111, expiry 12/27.", "My card is <CARD>, expiry 12/27."),
+    1: ("Order 4111 1111 1111 1112 never came.", "Order 4111 1111 1111 1112 never came."),  # fails Luhn
+    2: ("Write to jo.doe@example.co.uk or call +44 20 7946 0958.", "Write to <EMAIL> or call <PHONE>."),
+    3: ("Refund to GB82 WEST 1234 5698 7654 32, my cell is (415) 555-2671.",
+        "Refund to <IBAN>, my cell is <PHONE>."),
+}
+
+
+def _texts_of_conversation(r, streams, cid: str) -> None:
+    push(r, streams, *(label(cid, t, "anger") for t in SPOKEN))
+    for t, (said, _) in SPOKEN.items():
+        r.hset(f"{streams['in_stream']}:ctx:{cid}", str(t), msgpack.packb({"speaker": "Customer", "text": said}))
+
+
+def test_the_page_shows_texts_redacted_and_an_order_number_as_it_is(r, streams, serve, browser):
+    _texts_of_conversation(r, streams, "call-pci")
+    open_page(browser, serve(show_text=True))
+    until(browser, lambda d: row_of(d, "call-pci")).click()
+    shown = until(browser, lambda d: [e.text for e in d.find_elements("css selector", "#turns .text")]
+                  if len(d.find_elements("css selector", "#turns .text")) == len(SPOKEN) else None)
+    assert shown == [page for _, page in SPOKEN.values()]
+    source = browser.page_source
+    for secret in ("4111 1111 1111 1111", "jo.doe", "7946", "GB82", "555-2671"):
+        assert secret not in source
+
+
+def test_raw_text_only_when_asked_for_loudly(r, streams, serve):
+    _texts_of_conversation(r, streams, "call-raw")
+    redacted = serve(show_text=True)
+    assert [t["text"] for t in detail_of(redacted, "call-raw")["turns"]] == [page for _, page in SPOKEN.values()]
+    raw = serve(show_raw_text=True)  # implies show_text
+    assert [t["text"] for t in detail_of(raw, "call-raw")["turns"]] == [said for said, _ in SPOKEN.values()]
+
+
 def test_markup_from_redis_shows_as_text(r, streams, serve, browser):
     from selenium.common.exceptions import NoAlertPresentException
 

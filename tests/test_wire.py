@@ -99,7 +99,7 @@ def test_ack_policy_retries_failures_then_gives_up():
 
 @pytest.mark.parametrize("change, field", [
     ({"batch_size": 0}, "batch_size"), ({"redis_url": "http://x"}, "redis"),
-    ({"out_stream": "dialoguellm:turns"}, "out_stream"), ({"context_keep": 1}, "context_keep"),
+    ({"out_stream": "dialoguellm:turns"}, "out_stream"), ({"context_keep": 0}, "context_keep"),
     ({"batch_wait_ms": -1}, "batch_wait_ms"), ({"metrics_port": 70000}, "metrics_port"),
 ])
 def test_a_bad_stream_config_names_its_field(change, field):
@@ -119,3 +119,23 @@ def test_structured_logs_carry_the_event_fields_only():
     assert line["event"] == "dead-lettered" and line["level"] == "warning"
     assert line["source_id"] == "1-0" and line["error"] == "text is empty"
     assert "_ray_timestamp_ns" not in line and "lineno" not in line
+
+
+def test_an_error_from_an_actor_becomes_one_readable_line():
+    from pipeline.core.errors import one_line
+
+    class RayTaskError(Exception):  # the shape of ray.exceptions.RayTaskError: the actor's exception in .cause
+        def __init__(self, message, cause):
+            super().__init__(message)
+            self.cause = cause
+
+    wrapped = RayTaskError(
+        "\x1b[36mray::EngineActor.label()\x1b[39m (pid=4242, ip=10.1.2.3, actor_id=9f8e7d6c5b4a39281706f5e4d3c2b1a0, "
+        "repr=<EngineActor object>)\n  File \"engine.py\", line 1\nValueError: x",
+        ValueError("\x1b[31mcannot load LoRA\x1b[0m: header too small"))
+    assert one_line(wrapped) == "ValueError: cannot load LoRA: header too small"
+    plain = RuntimeError("ray::EngineActor.label() (pid=1, ip=127.0.0.1)\nTraceback (most recent call last):\n"
+                         "  File \"x\", line 2\nRuntimeError: the engine stopped")
+    assert one_line(plain) == "RuntimeError: the engine stopped"
+    assert one_line(TimeoutError()) == "TimeoutError"
+    assert len(one_line(RuntimeError("x" * 5000))) <= 300

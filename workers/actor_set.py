@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from pipeline.core.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError, one_line
 
 log = logging.getLogger("dialoguellm.actors")
 PROBE_INTERVAL_S = 1.0
@@ -36,6 +36,7 @@ def ensure_ray(address: str | None = None) -> None:
     import ray
 
     from pipeline.core import envs
+    from pipeline.core.logs import library_log_level
 
     global _started_here
     if not ray.is_initialized():
@@ -44,9 +45,13 @@ def ensure_ray(address: str | None = None) -> None:
             # Ray runs its workers at nice 15 by default; a CPU engine's threads, bound to every
             # core, then stall whenever Ray's own processes run. Its actors are the work here.
             envs.set_default("RAY_worker_niceness", "0")
-        # The level the command set (`pipeline.core.logs.quiet_libraries`); Ray's default is INFO.
-        level = logging.getLogger("ray").level or logging.INFO
-        ray.init(address=address, include_dashboard=False, log_to_driver=True, logging_level=level)
+        # The level the command set (`pipeline.core.logs.quiet_libraries`): below INFO, neither Ray's
+        # own lines nor what its actors print (vLLM's loading bars, torch's warnings) reach the
+        # terminal; they stay in Ray's session logs, and errors still raise here.
+        level = library_log_level()
+        logging.getLogger("ray").setLevel(level)
+        ray.init(address=address, include_dashboard=False, log_to_driver=level <= logging.INFO,
+                 logging_level=level)
         _started_here = local
 
 
@@ -54,8 +59,13 @@ class ActorSet:
     """`count` actors of `cls` built with `args`, Ray options `options` (num_cpus, num_gpus, ...)."""
 
     def __init__(self, cls: type, args: tuple, count: int, options: dict[str, Any],
-                 ray_address: str | None = None, max_restarts: int = 3, kind: str = "actor") -> None:
+                 ray_address: str | None = None, max_restarts: int = 3, kind: str = "actor",
+                 health: tuple[str, float] | None = None) -> None:
+        """`health`: (method, seconds): after a call raised, the actor is out of rotation until
+        `method()` answers within the seconds; one that does not is killed and replaced."""
         import ray
+
+        self._health = health
 
         ensure_ray(ray_address)
         self.kind = kind
@@ -71,6 +81,7 @@ class ActorSet:
         self._next = 0
         self._abandons = 0  # how many times waiting calls were let go
         self._probes: dict[int, asyncio.Task] = {}
+        self._checks: dict[int, asyncio.Task] = {}
         ActorSet._held.append(self)
 
     _held: list[ActorSet] = []  # the sets of this process, whose resources the next set cannot use
@@ -85,17 +96,20 @@ class ActorSet:
         """Actors in rotation."""
         return sum(self._alive)
 
-    async def call(self, method: str, *args: Any, timeout_s: float | None = None) -> Any:
+    async def call(self, method: str, *args: Any, timeout_s: float | None = None, prefer: int | None = None,
+                   full_at: int | None = None) -> Any:
         """`method(*args)` on the least busy live actor; retried at once on another if the actor
         dies under it, waited for while none is alive. Raises `NoActorsError` when it failed on
         as many actors as there are (a call that kills whatever runs it). With `timeout_s`, a
         call the actor has not answered by then raises `ActorTimeout` and the actor, taken as
-        hung, is killed and replaced by a new one (in rotation once it answers)."""
+        hung, is killed and replaced by a new one (in rotation once it answers). With `prefer`, that
+        actor takes the call while it is alive and has fewer than `full_at` calls in hand (affinity:
+        it holds what the call needs cached); otherwise the least busy live one does."""
         import ray
 
         failures = 0
         while True:
-            i = await self._pick()
+            i = await self._pick(prefer, full_at)
             self._inflight[i] += 1
             try:
                 ref = getattr(self.actors[i], method).remote(*args)
@@ -111,9 +125,38 @@ class ActorSet:
                 failures += 1
                 self._out_of_rotation(i, e)
                 if failures >= len(self.actors):
-                    raise NoActorsError(f"{method} failed on {failures} {self.kind}(s) that died: {e}") from None
+                    raise NoActorsError(f"{method} failed on {failures} {self.kind}(s) that died: "
+                                        f"{one_line(e)}") from None
+            except ray.exceptions.RayTaskError as e:
+                # The call raised inside the actor: it may have left the actor broken (an engine
+                # that stops answering after a failed adapter load). It takes no more work until
+                # its health check answers.
+                if self._health is not None and self._alive[i]:
+                    self._alive[i] = False
+                    log.warning(f"{self.kind} {i} failed a call, checking its health before it takes more work",
+                                extra={"error": one_line(e)})
+                    self._checks[i] = asyncio.get_running_loop().create_task(self._check_health(i))
+                raise
             finally:
                 self._inflight[i] -= 1
+
+    async def _check_health(self, i: int) -> None:
+        """Back in rotation when the health method answers in time; else killed and replaced."""
+        import ray
+
+        method, timeout_s = self._health
+        actor = self.actors[i]
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(getattr(actor, method).remote().future()), timeout_s)
+        except (asyncio.TimeoutError, ray.exceptions.RayError) as e:
+            if self.actors[i] is actor:
+                why = f"no health answer in {timeout_s:g} s" if isinstance(e, asyncio.TimeoutError) else one_line(e)
+                self._checks.pop(i, None)
+                self.replace(i, why)
+            return
+        if self.actors[i] is actor and not self._alive[i]:
+            self._alive[i] = True
+            log.warning(f"{self.kind} {i} is healthy, back in rotation", extra={"alive": self.alive})
 
     def replace(self, i: int, why: str) -> None:
         """Kill actor `i` (hung: it answers nothing) and start a new one in its place, out of
@@ -135,7 +178,9 @@ class ActorSet:
         later calls wait as usual."""
         self._abandons += 1
 
-    async def _pick(self) -> int:
+    async def _pick(self, prefer: int | None = None, full_at: int | None = None) -> int:
+        if prefer is not None and self._alive[prefer] and (full_at is None or self._inflight[prefer] < full_at):
+            return prefer
         abandons, waited = self._abandons, 0
         while not any(self._alive):
             if self._abandons != abandons:
@@ -156,7 +201,7 @@ class ActorSet:
         if self._alive[i]:
             self._alive[i] = False
             log.warning(f"{self.kind} {i} died, out of rotation until it answers again",
-                        extra={"error": f"{type(error).__name__}: {str(error)[:300]}", "alive": self.alive})
+                        extra={"error": one_line(error), "alive": self.alive})
         self._ensure_probes()
 
     def _ensure_probes(self) -> None:
@@ -164,7 +209,9 @@ class ActorSet:
         ended since: the pool outlives it)."""
         loop = asyncio.get_running_loop()
         for i, alive in enumerate(self._alive):
-            probe = self._probes.get(i)
+            probe, check = self._probes.get(i), self._checks.get(i)
+            if check is not None and not check.done() and check.get_loop() is loop:
+                continue  # its health check puts it back (or replaces it)
             if not alive and (probe is None or probe.done() or probe.get_loop() is not loop):
                 self._probes[i] = loop.create_task(self._probe(i))
 
@@ -213,7 +260,7 @@ class ActorSet:
     def shutdown(self) -> None:
         import ray
 
-        for task in self._probes.values():
+        for task in [*self._probes.values(), *self._checks.values()]:
             try:
                 task.cancel()
             except RuntimeError:  # its loop (a worker's) has ended: nothing runs it any more

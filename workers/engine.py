@@ -17,6 +17,7 @@ from pipeline.core.decision import decide, undo_class_weights
 from pipeline.core.errors import AdapterError, DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.prompter import Prompter
+from pipeline.core.redaction import redact_requests
 from workers.adapters import BASE_MODEL, AdapterInfo, check_adapter
 from workers.cpu_threads import bind_cpu_threads
 from workers.decoding import ScoringItem, get_decoding_mode
@@ -69,7 +70,7 @@ class EmotionEngine:
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
         """Label every request's turn in one batch (its prompt sent as token ids, as training built them)."""
-        prompts = self.prompter.build_all_ids(requests)
+        prompts = self.prompter.build_all_ids(self._redacted(requests))
         return self.predict_ids(prompts, [r.label_set for r in requests], [r.adapter for r in requests])
 
     def warm_up(self) -> None:
@@ -85,7 +86,7 @@ class EmotionEngine:
         results: list[Prediction | DialogueLLMError | None] = [None] * len(requests)
         ready: list[int] = []
         prompts: list[list[int]] = []
-        for i, request in enumerate(requests):
+        for i, request in enumerate(self._redacted(requests)):
             try:
                 self.adapter_name(request.adapter)
                 prompts.append(self.prompter.build_ids(request))
@@ -97,6 +98,10 @@ class EmotionEngine:
         for i, prediction in zip(ready, predictions):
             results[i] = prediction
         return results
+
+    def _redacted(self, requests: Sequence[LabelRequest]) -> Sequence[LabelRequest]:
+        """With `redact_prompts`, the requests' texts redacted: the one place every path's prompts pass."""
+        return redact_requests(requests, self.config.redaction) if self.config.redact_prompts else requests
 
     def predict_prompts(
         self,

@@ -10,11 +10,25 @@ import asyncio
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.predictions import LabelRequest, Prediction
+from pipeline.core.turns import Turn
 from workers.cpu_threads import torch_threads_for_cpu_actor
 from workers.engine_config import EngineConfig
+
+PROBE = LabelRequest(Turn("health-check", 0, "A", "Hello."), (), "meld")
+RECENT_CONVERSATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class LabelledBatch:
+    """A batch's answers, and its prompt tokens: all of them, and those the prefix cache served."""
+
+    predictions: list[Prediction | DialogueLLMError]
+    prompt_tokens: int
+    cached_tokens: int
 
 
 class EngineActor:
@@ -28,20 +42,42 @@ class EngineActor:
         self.engine.warm_up()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._queued = 0
+        self._conversations: dict[str, None] = {}  # insertion-ordered: the most recent last
 
     async def info(self) -> dict:
         """What this engine serves: the model, its adapters and the default one."""
         return {"model": self.engine.model, "adapters": list(self.engine.adapters),
                 "default_adapter": self.engine.adapter_name(None), "merged": self.engine.merged, "pid": os.getpid()}
 
-    async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
-        """Label a batch; see `EmotionEngine.predict_each`."""
+    async def label(self, requests: Sequence[LabelRequest]) -> LabelledBatch:
+        """Label a batch (see `EmotionEngine.predict_each`), with its prompt tokens and how many of
+        them the prefix cache served."""
         self._queued += 1
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, self.engine.predict_each, list(requests))
+            return await loop.run_in_executor(self._thread, self._label, list(requests))
         finally:
             self._queued -= 1
+
+    def _label(self, requests: list[LabelRequest]) -> LabelledBatch:
+        stats = self.engine.stats
+        before = stats.prompt_tokens, stats.cached_tokens
+        predictions = self.engine.predict_each(requests)
+        self._conversations.update(dict.fromkeys(r.turn.conversation_id for r in requests))
+        while len(self._conversations) > RECENT_CONVERSATIONS:
+            self._conversations.pop(next(iter(self._conversations)))
+        return LabelledBatch(predictions, stats.prompt_tokens - before[0], stats.cached_tokens - before[1])
+
+    async def conversations(self) -> list[str]:
+        """The conversations this engine labelled lately (whose prefixes its cache may hold), oldest first."""
+        return list(self._conversations)
+
+    async def health(self) -> bool:
+        """Label one probe turn on the engine's thread (queued behind any batch in it): an engine
+        left broken by an error hangs or raises here."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self.engine.predict_each, [PROBE])
+        return True
 
     async def reset_prefix_cache(self) -> None:
         """Forget cached prompt prefixes (benchmarks measure each run from a cold cache)."""

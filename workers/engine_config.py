@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pipeline.core.config_fields import field_help
 from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.errors import ConfigError
+from pipeline.core.redaction import RedactionConfig
 
 
 def decoding_modes() -> tuple[str, ...]:
@@ -81,6 +82,10 @@ class EngineConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
     kv_cache_gib: float = field(default=2.0, metadata=field_help("CPU KV cache size in GiB"))
+    redact_prompts: bool = field(default=False, metadata=field_help(
+        "redact the turns' texts before they go into prompts: card numbers, IBANs, e-mail addresses and phone "
+        "numbers become <CARD>, <IBAN>, <EMAIL>, <PHONE> (the model never sees them)"))
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
     block_size: int | None = None
     cpu_threads: str = "all"
     gpu_memory_utilization: float = 0.85

@@ -6,6 +6,8 @@ the Ray cluster at `ray_address` (or `$RAY_ADDRESS`), else starts a local one.
 
 from __future__ import annotations
 
+import asyncio
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +35,18 @@ class PoolConfig:
     startup_timeout_s: float = field(default=120.0, metadata={
         "help": "fail when actors are not placed and started within this many seconds"})
     max_restarts: int = field(default=3, metadata={"help": "times Ray restarts an engine that died"})
+    engine_timeout_s: float = field(default=60.0, metadata=field_help(
+        "an engine call unanswered after this many seconds, plus --engine-timeout-per-turn-s for each turn of "
+        "its batch, marks the engine hung: it is killed and restarted, and the batch retried"))
+    engine_timeout_per_turn_s: float = field(default=1.0, metadata=field_help(
+        "seconds added to an engine call's deadline per turn of its batch (generous on a CPU)"))
+    health_timeout_s: float = field(default=30.0, metadata=field_help(
+        "after an engine error, the engine takes no more work until it labels a probe turn within this many "
+        "seconds; otherwise it is killed and restarted"))
+
+    def deadline_s(self, turns: int) -> float:
+        """How long an engine may take for a batch of `turns`."""
+        return self.engine_timeout_s + self.engine_timeout_per_turn_s * turns
 
     def __post_init__(self) -> None:
         if self.engines <= 0:
@@ -43,8 +57,11 @@ class PoolConfig:
             raise ConfigError(f"gpus_per_engine: must be ≥ 0, got {self.gpus_per_engine}")
         if self.cpus_per_engine < 0:
             raise ConfigError(f"cpus_per_engine: must be ≥ 0, got {self.cpus_per_engine}")
-        if self.startup_timeout_s <= 0:
-            raise ConfigError(f"startup_timeout_s: must be > 0, got {self.startup_timeout_s}")
+        for name in ("startup_timeout_s", "engine_timeout_s", "health_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
+        if self.engine_timeout_per_turn_s < 0:
+            raise ConfigError(f"engine_timeout_per_turn_s: must be ≥ 0, got {self.engine_timeout_per_turn_s}")
 
 
 class EnginePool:
@@ -62,10 +79,13 @@ class EnginePool:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.config = config
         self.context_turns = engine_config.context_turns
+        self.prompt_tokens = 0  # since start, over every engine: all, and those the prefix caches served
+        self.cached_tokens = 0
         self.actors = ActorSet(EngineActor, (engine_config,), config.engines,
                                dict(num_cpus=config.cpus_per_engine, num_gpus=gpus,
                                     max_concurrency=config.max_inflight_per_engine + 4),
-                               max_restarts=config.max_restarts, kind="engine")
+                               max_restarts=config.max_restarts, kind="engine",
+                               health=("health", config.health_timeout_s))
         try:
             infos = self.actors.first_answers("info", config.startup_timeout_s)
         except ray.exceptions.RayActorError as e:
@@ -98,9 +118,32 @@ class EnginePool:
         """Batches handed to engines and not yet answered."""
         return self.actors.queue_depth
 
+    def home(self, conversation_id: str) -> int:
+        """The engine a conversation's turns go to while it is alive and not full: the one whose
+        prefix cache holds the conversation's earlier prompts."""
+        return zlib.crc32(conversation_id.encode("utf-8")) % len(self.actors.actors)
+
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]:
-        """Label one batch on the least busy live engine (another one if it dies meanwhile)."""
-        return await self.actors.call("label", list(requests))
+        """Label a batch, each conversation's turns on its home engine (the least busy live one
+        when that one is dead, or full: holding as many calls as the whole pool takes at once;
+        another if it dies meanwhile). A call past its deadline raises `ActorTimeout` and its
+        engine, taken as hung, is restarted."""
+        homes: dict[int, list[int]] = {}
+        for k, request in enumerate(requests):
+            homes.setdefault(self.home(request.turn.conversation_id), []).append(k)
+        parts = await asyncio.gather(*(self._label_on(home, [requests[k] for k in ks]) for home, ks in homes.items()))
+        answers: list[Prediction | DialogueLLMError | None] = [None] * len(requests)
+        for ks, part in zip(homes.values(), parts, strict=True):
+            for k, answer in zip(ks, part, strict=True):
+                answers[k] = answer
+        return answers
+
+    async def _label_on(self, home: int, requests: list[LabelRequest]) -> list[Prediction | DialogueLLMError]:
+        batch = await self.actors.call("label", requests, timeout_s=self.config.deadline_s(len(requests)),
+                                       prefer=home, full_at=self.capacity)
+        self.prompt_tokens += batch.prompt_tokens
+        self.cached_tokens += batch.cached_tokens
+        return batch.predictions
 
     def abandon_waiting(self) -> None:
         """Calls waiting for an engine to come back give up (see `ActorSet.abandon_waiting`)."""

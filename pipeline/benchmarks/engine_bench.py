@@ -13,12 +13,14 @@ from __future__ import annotations
 import gc
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from pipeline.benchmarks.common import ModelShape, log, matmul_gflops
 from pipeline.core.datasets import load_dataset
 from pipeline.core.evaluation import label_requests
+from pipeline.core.predictions import LabelRequest
 
 WARMUP_TURNS = 32
 
@@ -59,6 +61,72 @@ def _timed(engine: Any, prompts: list[str], decoding: str) -> tuple[float, float
     return rate, 1 - engine.stats.cached_tokens / max(1, engine.stats.prompt_tokens)
 
 
+CONVERSATION_CONTEXT = 64  # every previous turn of a MELD dialogue (the longest has 33)
+
+
+def round_robin(conversations: Sequence[Any], limit: int) -> list[list[LabelRequest]]:
+    """Rounds of turns as live conversations send them: round r holds turn r of each conversation
+    still going, for whole conversations until about `limit` turns; context as the stream keeps it."""
+    picked, total = [], 0
+    for conv in conversations:
+        if total >= limit:
+            break
+        picked.append(conv)
+        total += len(conv.turns)
+    rounds: list[list[LabelRequest]] = []
+    for r in range(max((len(c.turns) for c in picked), default=0)):
+        rounds.append([LabelRequest(c.turns[r], c.context_of(r, CONVERSATION_CONTEXT), c.label_set)
+                       for c in picked if r < len(c.turns)])
+    return rounds
+
+
+def _fed_turn_by_turn(engine: Any, rounds: list[list[LabelRequest]], prompter: Any, cold: bool) -> tuple[float, float]:
+    """Turns/s and prompt tokens computed per turn, the rounds fed one after another (each
+    conversation's previous prompts cached, or with `cold` the cache emptied before each round)."""
+    ids = [prompter.build_all_ids(batch) for batch in rounds]
+    engine.llm.reset_prefix_cache()
+    engine.stats.reset()
+    elapsed = 0.0
+    for batch in ids:
+        if cold:
+            engine.llm.reset_prefix_cache()
+        start = time.perf_counter()
+        engine.predict_ids(batch, "meld")
+        elapsed += time.perf_counter() - start
+    turns = sum(len(b) for b in ids)
+    return turns / elapsed, (engine.stats.prompt_tokens - engine.stats.cached_tokens) / turns
+
+
+def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None, limit: int) -> dict[str, Any]:
+    """The paper prompt (z=2) and the conversation prompt (every previous turn) on the same rounds."""
+    from pipeline.core.prompter import Prompter
+
+    rounds = round_robin(load_dataset("meld", "test", data), limit)
+    paper = Prompter.from_model(model_dir, config.context_turns, config.max_model_len)
+    conversation = Prompter.from_model(model_dir, CONVERSATION_CONTEXT, config.max_model_len, "conversation",
+                                       config.window_step)
+    turns = sum(len(b) for b in rounds)
+    shown = [len(q.context) for b in rounds for q in b]
+    log(f"  conversation rows: {turns} turns of {len(rounds[0]) if rounds else 0} MELD test conversations, "
+        f"round robin")
+    rows = {"paper prompt (z=2)": _fed_turn_by_turn(engine, rounds, paper, cold=False),
+            "conversation prompt, warm": _fed_turn_by_turn(engine, rounds, conversation, cold=False),
+            "conversation prompt, cold": _fed_turn_by_turn(engine, rounds, conversation, cold=True)}
+    base = rows["paper prompt (z=2)"][0]
+    print(f"{'prompt, fed turn by turn':<40}{'turns/s':>8}{'x paper':>9}{'computed tok/turn':>19}")
+    for name, (rate, computed) in rows.items():
+        print(f"{name:<40}{rate:>8.2f}{rate / base:>9.2f}{computed:>19.1f}")
+    print(f"conversation prompt shows every previous turn (mean {sum(shown) / max(1, len(shown)):.1f}); "
+          f"the paper prompt at most {config.context_turns}")
+    return {
+        "conversation_turns": turns,
+        "conversation_rows": {k: {"turns_per_s": round(r, 3), "computed_tokens_per_turn": round(c, 1)}
+                              for k, (r, c) in rows.items()},
+        "conversation_warm_ratio": round(rows["conversation prompt, warm"][0] / base, 3),
+        "conversation_cold_ratio": round(rows["conversation prompt, cold"][0] / base, 3),
+    }
+
+
 def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool = True) -> dict[str, Any]:
     from pipeline.core.prompter import Prompter
     from workers.engine import EmotionEngine
@@ -88,6 +156,7 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     lever_rates = {"prompt_order_off" if config.sort_prompts else "prompt_order_on":
                    _timed(engine, prompts, config.decoding)}
     engine.config = config
+    conversation = conversation_rows(engine, model_dir, config, data, limit)
     del engine
     gc.collect()
     if levers:
@@ -140,4 +209,5 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
         "default_adapter_turns_per_s": round(adapter_rate[0], 3) if adapter_rate else None,
         "default_adapter_ratio": round(adapter_rate[0] / best, 3) if adapter_rate else None,
         "default_adapter_merged": how == "merged" if adapter_rate else None,
+        **conversation,
     }

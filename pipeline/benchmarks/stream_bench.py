@@ -26,14 +26,24 @@ OFFLINE_BATCH = 256
 
 
 
-def stream_requests(data: str | None, z: int, limit: int | None) -> list[LabelRequest]:
-    """MELD test turns with the context the worker gives them: turns k − z … k − 1 by turn id."""
-    requests = []
+def stream_requests(data: str | None, z: int, limit: int | None,
+                    conversations: int | None = None) -> list[LabelRequest]:
+    """MELD test turns with the context the worker gives them: turns k − z … k − 1 by turn id.
+    With `conversations`, that many conversations are live at once: their turns interleaved in
+    time order (turn r of each, then turn r + 1), a new conversation starting when one ends."""
+    by_conversation = []
     for conv in load_dataset("meld", "test", data):
         by_id = {t.turn_id: t for t in conv.turns}
-        for t in conv.turns:
-            context = select_context(t.turn_id, z, by_id)
-            requests.append(LabelRequest(t, context, conv.label_set))
+        by_conversation.append([LabelRequest(t, select_context(t.turn_id, z, by_id), conv.label_set)
+                                for t in conv.turns])
+    if not conversations:
+        return [q for turns in by_conversation for q in turns][:limit]
+    waiting, live, requests = list(reversed(by_conversation)), [], []
+    while (waiting or live) and (limit is None or len(requests) < limit):
+        while waiting and len(live) < conversations:
+            live.append(waiting.pop())
+        requests += [turns.pop(0) for turns in live]
+        live = [turns for turns in live if turns]
     return requests[:limit]
 
 
@@ -74,6 +84,7 @@ def run_stream_benchmark(pool: Any, config: StreamConfig, requests: list[LabelRe
         delete_keys(client, f"{config.in_stream}*")
         client.delete(config.out_stream)
     labels = [LabelMessage.decode(f) for _, f in entries]
+    cached_ratio = worker.metrics.registry.get_sample_value("dialoguellm_prompt_tokens_cached_ratio")
     seen = Counter([x.source_id for x in labels] + [f[b"source_id"].decode() for _, f in dead])
     elapsed_s = (entry_time_ms(entries[-1][0].decode()) - entry_time_ms(ids[0])) / 1000
     stream = len(labels) / max(elapsed_s, 1e-3)
@@ -84,9 +95,11 @@ def run_stream_benchmark(pool: Any, config: StreamConfig, requests: list[LabelRe
         "ratio": round(stream / offline, 3), "p50_ms": round(_percentile(latencies, 0.5), 1),
         "p99_ms": round(_percentile(latencies, 0.99), 1), "lost": len(set(ids) - set(seen)),
         "duplicated": sum(n - 1 for n in seen.values() if n > 1), "dead_lettered": len(dead),
+        "prompt_tokens_cached_ratio": round(cached_ratio or 0.0, 3),
     }
     log(f"  stream (push → worker → labels, batch {config.batch_size}): {stream:.2f} turns/s = "
          f"{result['ratio']:.2f}x offline; latency p50 {result['p50_ms']:.0f} ms, p99 {result['p99_ms']:.0f} ms; "
+         f"prefix cache served {result['prompt_tokens_cached_ratio']:.0%} of prompt tokens; "
          f"lost {result['lost']}, duplicated {result['duplicated']}, dead-lettered {len(dead)}")
     return result
 

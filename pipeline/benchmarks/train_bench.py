@@ -6,9 +6,12 @@
 (b) the fast loop as the shipped recipe trains: shared instruction prefix once per batch,
     length-bucketed batches, logits at the loss positions only, `label_ce`, LoRA on the top
     layers with the frozen layers below computed once per example.
-Both run one epoch over the same MELD train examples with the same LoRA rank and batch size.
-(b)'s rate counts its one-off pass over the frozen layers; `fast_steady_samples_per_s` is an
-epoch after it, as every further epoch runs.
+(c) the conversation prompt's loop: one pass per conversation (every previous turn shown),
+    `label_ce` at every turn's slot, the same LoRA layers and frozen-layer cache as (b), batches of
+    about as many turns as (b)'s.
+All run over the same MELD train turns with the same LoRA rank. (b)'s and (c)'s rates count their
+one-off pass over the frozen layers; `fast_steady_samples_per_s` is an epoch after it, as every
+further epoch runs. `conversation_ratio` is (c)'s turns/s over (b)'s, both first epochs.
 """
 
 from __future__ import annotations
@@ -45,9 +48,14 @@ def build_random_model(shape: str, folder: Path, tokenizer_dir: str, use_gpu: bo
     return folder
 
 
+CONVERSATION_CONTEXT = 64  # every previous turn of a MELD dialogue (the longest has 33)
+
+
 def _time_loop(model_dir: str, requests: list, device: str, *, step: str, objective: str, top_layers: int | None,
-               window: int, batch_size: int, epochs: int, recipe: Any) -> dict[str, float]:
-    """Seconds of set-up (frozen-layer pass) and of each epoch over `requests`."""
+               window: int, batch_size: int, epochs: int, recipe: Any, prompt: str = "dialoguellm",
+               context_turns: int | None = None) -> dict[str, float]:
+    """Seconds of set-up (frozen-layer pass) and of each epoch over `requests`; `batch_size` counts
+    turns (a conversation step's batches hold whole conversations, about that many turns)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -68,7 +76,8 @@ def _time_loop(model_dir: str, requests: list, device: str, *, step: str, object
         r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
         target_modules=list(recipe.lora.target_modules), task_type="CAUSAL_LM",
         layers_to_transform=list(range(split, layers)) if top_layers else None))
-    prompter = Prompter(tokenizer, recipe.context_turns, recipe.max_model_len)
+    prompter = Prompter(tokenizer, context_turns or recipe.context_turns, recipe.max_model_len, prompt,
+                        recipe.window_step)
     examples, _ = encode_examples(requests, prompter)
     spaces = {name: prompter.space(name) for name in {e.label_set for e in examples}}
     loss_of = make_batch_loss(step, model, objective, spaces, tokenizer.eos_token_id, pad, split)
@@ -76,11 +85,13 @@ def _time_loop(model_dir: str, requests: list, device: str, *, step: str, object
     loss_of.prepare(examples, lambda message: log(f"  {message}"))
     prepare_s = time.perf_counter() - started
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    lengths = [loss_of.computed_length(i) for i in range(len(examples))]
+    lengths = [loss_of.computed_length(i) for i in range(loss_of.units)]
+    groups = [loss_of.group(i) for i in range(loss_of.units)]
+    per_batch = max(1, round(batch_size * loss_of.units / len(examples)))
     model.train()
     epoch_s, padding = [], 0.0
     for epoch in range(epochs):
-        plan = plan_epoch(lengths, [e.label_set for e in examples], batch_size, seed=epoch, window=window)
+        plan = plan_epoch(lengths, groups, per_batch, seed=epoch, window=window)
         padding = plan.padding_share
         started = time.perf_counter()
         for done, batch in enumerate(plan.batches, 1):
@@ -112,7 +123,9 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
     if device == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     recipe = load_config(recipe_path)
-    requests = requests_from((DataSource("meld", "train", data, limit=limit),), recipe.context_turns)
+    source = (DataSource("meld", "train", data, limit=limit),)
+    requests = requests_from(source, recipe.context_turns)
+    conversation_requests = requests_from(source, CONVERSATION_CONTEXT)
     folder = None
     model_dir = resolve_model(recipe.model)
     if shape:
@@ -127,6 +140,12 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
         log(f"(b) fast loop: {recipe.objective}, LoRA on the top {recipe.lora.top_layers or 'all'} layers")
         fast = _time_loop(model_dir, requests, device, step="fast", objective=recipe.objective,
                           top_layers=recipe.lora.top_layers, window=32, batch_size=batch_size, epochs=2, recipe=recipe)
+        log(f"(c) conversation loop: one pass per conversation, label_ce at every turn, LoRA on the top "
+            f"{recipe.lora.top_layers or 'all'} layers")
+        conversation = _time_loop(model_dir, conversation_requests, device, step="conversation",
+                                  objective="label_ce", top_layers=recipe.lora.top_layers, window=32,
+                                  batch_size=batch_size, epochs=1, recipe=recipe, prompt="conversation",
+                                  context_turns=CONVERSATION_CONTEXT)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -134,12 +153,14 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
     baseline = n / (plain["prepare_s"] + plain["epoch_s"][0])
     first = n / (fast["prepare_s"] + fast["epoch_s"][0])
     steady = n / fast["epoch_s"][1]
+    conv = conversation["examples"] / (conversation["prepare_s"] + conversation["epoch_s"][0])
     result = {
         "examples": n, "batch_size": batch_size, "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
         "baseline_samples_per_s": round(baseline, 3), "fast_samples_per_s": round(first, 3),
         "fast_steady_samples_per_s": round(steady, 3), "ratio": round(first / baseline, 2),
         "steady_ratio": round(steady / baseline, 2), "baseline_padding_share": round(plain["padding_share"], 3),
         "fast_padding_share": round(fast["padding_share"], 3), "fast_prepare_s": round(fast["prepare_s"], 1),
+        "conversation_samples_per_s": round(conv, 3), "conversation_ratio": round(conv / first, 2),
         "recipe": recipe_path,
     }
     print(f"{'path':<44}{'samples/s':>10}{'x (a)':>7}{'padding':>9}")
@@ -147,4 +168,6 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
     print(f"{'(b) fast loop, first epoch (frozen pass incl.)':<44}{first:>10.2f}{first / baseline:>7.2f}"
           f"{fast['padding_share']:>9.1%}")
     print(f"{'(b) fast loop, later epochs':<44}{steady:>10.2f}{steady / baseline:>7.2f}{fast['padding_share']:>9.1%}")
+    print(f"{'(c) conversation loop, one pass each':<44}{conv:>10.2f}{conv / baseline:>7.2f}"
+          f"{conversation['padding_share']:>9.1%}   x (b) {conv / first:.2f}")
     return result

@@ -33,19 +33,31 @@ def run_bench_train(config: configs.BenchTrainConfig) -> int:
 
 
 def run_bench_stream(config: configs.BenchStreamConfig) -> int:
+    from pipeline.benchmarks.engine_bench import CONVERSATION_CONTEXT
     from pipeline.benchmarks.stream_bench import new_stream_names, run_stream_benchmark, stream_requests
     from pipeline.stream.embedded_redis import redis_or_embedded
     from workers.engine_pool import EnginePool
 
     url, _server = redis_or_embedded(config.stream.redis_url)
-    stream = dataclasses.replace(config.stream, redis_url=url, **new_stream_names())
-    preflight(dataclasses.replace(config, stream=stream))
-    requests = stream_requests(config.data, config.engine.context_turns, config.limit)
-    pool = EnginePool(config.engine, config.pool)
-    try:
-        return _emit(config, run_stream_benchmark(pool, stream, requests, config.rate))
-    finally:
-        pool.shutdown()
+    preflight(dataclasses.replace(config, stream=dataclasses.replace(config.stream, redis_url=url)))
+    results = {}
+    for prompt in dict.fromkeys(config.compare_prompts):
+        engine = config.engine if prompt == config.engine.prompt else dataclasses.replace(
+            config.engine, prompt=prompt, context_turns=max(config.engine.context_turns, CONVERSATION_CONTEXT))
+        stream = dataclasses.replace(config.stream, redis_url=url, **new_stream_names())
+        requests = stream_requests(config.data, engine.context_turns, config.limit, config.conversations)
+        pool = EnginePool(engine, config.pool)
+        try:
+            results[prompt] = run_stream_benchmark(pool, stream, requests, config.rate)
+        finally:
+            pool.shutdown()
+    if len(results) == 1:
+        return _emit(config, next(iter(results.values())))
+    first, *others = results
+    for prompt in others:
+        results[f"{prompt}_ratio"] = round(results[prompt]["stream_turns_per_s"]
+                                           / results[first]["stream_turns_per_s"], 3)
+    return _emit(config, results)
 
 
 def run_bench_label(config: configs.BenchLabelConfig) -> int:

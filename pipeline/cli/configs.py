@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.alerts.config import AlertsConfig
+from pipeline.alerts.config import DEFAULT_ALERTS_STREAM, AlertsConfig
 from pipeline.core.config_fields import field_help
+from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.datasets import DATASETS, SPLITS
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
@@ -193,6 +194,35 @@ class ReplayConfig:
 
 
 @dataclass(frozen=True)
+class ForgetConfig:
+    """`dialoguellm forget`."""
+
+    conversation: str = field(metadata=field_help("the conversation whose stored texts are deleted", metavar="ID"))
+    redis_url: str = redis_url_field()
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help(
+        "input stream: its entries of the conversation, and its context hash IN_STREAM:ctx:ID"))
+    dead_stream: str | None = field(default=None, metadata=field_help("dead-letter stream (default: IN_STREAM:dead)"))
+    labels: bool = field(default=False, metadata=field_help(
+        "also delete the conversation's entries in the labels and alerts streams"))
+    out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("labels stream (with --labels)"))
+    alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=field_help("alerts stream (with --labels)"))
+    dry_run: bool = field(default=False, metadata=field_help("count what would be deleted, delete nothing"))
+
+    def __post_init__(self) -> None:
+        if not self.conversation:
+            raise ConfigError("conversation: must not be empty")
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """The streams searched for the conversation's entries."""
+        mine = (self.in_stream, self.dead_stream or f"{self.in_stream}:dead")
+        return mine + ((self.out_stream, self.alerts_stream) if self.labels else ())
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return self.streams
+
+
+@dataclass(frozen=True)
 class DescribeConfig:
     """`dialoguellm describe`."""
 
@@ -277,6 +307,13 @@ class BenchStreamConfig:
 
     limit: int | None = field(default=None, metadata=field_help("MELD test turns (default: all 2,610)"))
     rate: float | None = field(default=None, metadata=field_help("push at this many turns/s (default: all at once)"))
+    conversations: int | None = field(default=None, metadata=field_help(
+        "this many live conversations at once, their turns pushed interleaved in time order (default: "
+        "one conversation after another)"))
+    compare_prompts: tuple[str, ...] = field(default=("dialoguellm",), metadata=field_help(
+        "run the stream once per prompt given, in one run (repeatable, e.g. --compare-prompt dialoguellm "
+        "--compare-prompt conversation; default: the engine's prompt alone); the conversation prompt shows "
+        "every previous turn", flag="--compare-prompt", choices=PROMPTS, metavar="PROMPT"))
     data: str | None = data_field()
     json: bool = json_field()
     stream: StreamConfig = field(default_factory=lambda: StreamConfig(batch_size=128))
@@ -284,7 +321,7 @@ class BenchStreamConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
-        _positive(self, "limit", "rate")
+        _positive(self, "limit", "rate", "conversations")
         _engine_served(self)
 
 

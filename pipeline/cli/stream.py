@@ -1,4 +1,4 @@
-"""`dialoguellm serve | push | tail | demo | replay`: the stream flows on the command line."""
+"""`dialoguellm serve | push | tail | demo | replay | forget`: the stream flows on the command line."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import logging
 import time
 import uuid
 
-from pipeline.cli.configs import DemoConfig, PushConfig, ReplayConfig, ServeConfig, TailConfig
+from pipeline.cli.configs import DemoConfig, ForgetConfig, PushConfig, ReplayConfig, ServeConfig, TailConfig
 from pipeline.cli.preflight import preflight
 from pipeline.core.errors import DataError
+from pipeline.stream.context_store import context_key
 
 
 def start_pools(config: ServeConfig) -> tuple:
@@ -148,4 +149,20 @@ def run_replay(config: ReplayConfig) -> int:
         print(f"{r.source_id} {target}  was: {r.error}")
     print(f"{'would replay' if config.dry_run else 'replayed'} {len(replayed)} entries from {dead} to "
           f"{config.in_stream}")
+    return 0
+
+
+def run_forget(config: ForgetConfig) -> int:
+    import redis
+
+    from pipeline.stream.forget import forget_conversations
+
+    preflight(config)
+    done = forget_conversations(redis.Redis.from_url(config.redis_url), [config.conversation], config.in_stream,
+                                config.streams, config.dry_run)
+    verb = "would delete" if config.dry_run else "deleted"
+    for f in done:
+        entries = ", ".join(f"{n} in {stream}" for stream, n in f.entries.items()) or "no stream entries"
+        print(f"{f.conversation_id}: {verb} {f.context_turns} stored turns "
+              f"({context_key(config.in_stream, f.conversation_id)}), entries: {entries}")
     return 0

@@ -52,7 +52,8 @@ def quiet_libraries(verbose: bool = False) -> None:
     """Our lines only, unless `verbose`: Ray's and vLLM's INFO and WARNING lines, and the libraries'
     Python warnings, are left out (errors still show). Ray and vLLM read the level when they start
     (`workers.actor_set.ensure_ray` passes the `ray` logger's level to `ray.init`), in actors too."""
-    level = logging.INFO if verbose else logging.ERROR
+    global _library_level
+    level = _library_level = logging.INFO if verbose else logging.ERROR
     envs.set_default("VLLM_LOGGING_LEVEL", logging.getLevelName(level))
     envs.set_default("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
     if not verbose:
@@ -60,3 +61,12 @@ def quiet_libraries(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(level)
+
+
+_library_level = logging.INFO  # the Python API's default: the libraries as they are
+
+
+def library_log_level() -> int:
+    """The level `quiet_libraries` set for the libraries (INFO unless a command asked otherwise).
+    Ray resets its logger when imported, so `ensure_ray` reads it here."""
+    return _library_level

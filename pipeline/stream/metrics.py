@@ -13,6 +13,7 @@ class WorkerMetrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
+        self._tokens = (0, 0)  # prompt tokens since start: all, and those served from the cache
         kw = dict(registry=self.registry)
         self.labelled = Counter("dialoguellm_turns_labelled_total", "Turns labelled and written", **kw)
         self.context_only = Counter("dialoguellm_turns_context_only_total",
@@ -40,8 +41,21 @@ class WorkerMetrics:
         self.video_timeouts = Counter("dialoguellm_video_timeouts_total",
                                       "Batches whose describing overran its deadline (labelled without "
                                       "descriptions)", **kw)
+        self.prompt_tokens = Counter("dialoguellm_prompt_tokens_total", "Prompt tokens sent to the engines", **kw)
+        self.cached_prompt_tokens = Counter("dialoguellm_prompt_tokens_cached_total",
+                                            "Prompt tokens the engines' prefix caches served (not computed)", **kw)
+        self.cached_ratio = Gauge("dialoguellm_prompt_tokens_cached_ratio",
+                                  "Share of prompt tokens the prefix caches served, since the worker started", **kw)
         self.redis_errors = Counter("dialoguellm_redis_errors_total", "Redis calls that failed and were retried",
                                     **kw)
+
+    def count_prompt_tokens(self, prompt_tokens: int, cached_tokens: int) -> None:
+        """Add a batch's prompt tokens (all, and those served from the cache) and update the ratio."""
+        self.prompt_tokens.inc(prompt_tokens)
+        self.cached_prompt_tokens.inc(cached_tokens)
+        self._tokens = (self._tokens[0] + prompt_tokens, self._tokens[1] + cached_tokens)
+        if self._tokens[0]:
+            self.cached_ratio.set(self._tokens[1] / self._tokens[0])
 
     def serve(self, port: int) -> None:
         """Expose /metrics on `port` (0 picks a free one)."""

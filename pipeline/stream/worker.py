@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pipeline.core.description_cache import RedisDescriptionCache, cache_key
 from pipeline.core.descriptions import DescribeResult
-from pipeline.core.errors import DialogueLLMError
+from pipeline.core.errors import DialogueLLMError, one_line
 from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.turns import VideoSegment
 from pipeline.core.video_policy import VideoPolicy
@@ -56,6 +56,8 @@ class LabelPool(Protocol):
     model: str
     context_turns: int
     capacity: int
+    prompt_tokens: int  # since start: all, and those the engines' prefix caches served
+    cached_tokens: int
     queue_depth: int
     alive: int
     accepted_adapters: list[str]
@@ -111,6 +113,7 @@ class StreamWorker:
                                  self.metrics.redis_errors.inc, log)
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._tokens_seen = (pool.prompt_tokens, pool.cached_tokens)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Label until `stop` is set, then finish and commit the batches in flight."""
@@ -242,7 +245,7 @@ class StreamWorker:
             reason = f"describing the batch's {len(missing)} video(s) took longer than its {deadline:g} s deadline"
             fresh, errors = {}, {keys[j]: reason for j in missing}
         except Exception as e:  # a crashed video actor: the turns are labelled from their text alone
-            reason = f"describer failed: {type(e).__name__}: {e}"
+            reason = f"describer failed: {one_line(e)}"
             fresh, errors = {}, {keys[j]: reason for j in missing}
         for j, key in enumerate(keys):
             known[j] = known[j] or fresh.get(key)
@@ -282,6 +285,9 @@ class StreamWorker:
         finally:
             self.metrics.queue_depth.set(self.pool.queue_depth)
             self.metrics.engines_alive.set(self.pool.alive)
+            seen = (self.pool.prompt_tokens, self.pool.cached_tokens)
+            self.metrics.count_prompt_tokens(seen[0] - self._tokens_seen[0], seen[1] - self._tokens_seen[1])
+            self._tokens_seen = seen
         failures = {entry.id: a for (entry, _), a in zip(todo, answers, strict=True) if isinstance(a, EngineFailure)}
         if failures:
             log.warning("turns failed", extra={"entries": len(failures), "error": next(iter(failures.values()))})
@@ -314,8 +320,9 @@ class StreamWorker:
         try:
             return await self.pool.label(requests)
         except Exception as e:  # an engine or actor failure
-            failure = EngineFailure(f"engine failed: {type(e).__name__}: {e}")
-            # No engine to run on (or the call killed every engine): not a turn's fault, not split.
+            failure = EngineFailure(f"engine failed: {one_line(e)}")
+            # No engine to run on, an engine that hung (restarted), or a call that killed every
+            # engine: not split, so one such turn never hangs or kills engine after engine.
             if len(requests) == 1 or isinstance(e, DialogueLLMError):
                 return [failure] * len(requests)
         half = len(requests) // 2

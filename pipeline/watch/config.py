@@ -10,6 +10,7 @@ from pipeline.alerts.config import DEFAULT_ALERTS_STREAM
 from pipeline.core import envs
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError
+from pipeline.core.redaction import RedactionConfig
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, check_redis_url, redis_url_field
 
 TOKEN_ENV = "DIALOGUELLM_WATCH_TOKEN"
@@ -31,6 +32,7 @@ class WatchConfig:
 
     Conversations stay on the page `window_min` minutes after their last label (by the label
     entry's id time); each keeps its last `keep_turns` turns. Off loopback a `token` is required.
+    Texts (`show_text`) are redacted (`pipeline.core.redaction`) unless `show_raw_text`.
     """
 
     redis_url: str = redis_url_field()
@@ -45,10 +47,17 @@ class WatchConfig:
         f"the page's access token (default: ${TOKEN_ENV}); sent as 'Authorization: Bearer T' or opened once "
         "as /?token=T, which sets a cookie"))
     show_text: bool = field(default=False, metadata=field_help(
-        "show the utterances (from the context store) in a conversation's view (default: off, labels only)"))
+        "show the utterances (from the context store) in a conversation's view, redacted: card numbers, IBANs, "
+        "e-mail addresses and phone numbers replaced by <CARD>, <IBAN>, <EMAIL>, <PHONE> (default: off, labels "
+        "only)"))
+    show_raw_text: bool = field(default=False, metadata=field_help(
+        "UNREDACTED: show the utterances exactly as spoken, card numbers, e-mail addresses and phone numbers "
+        "included (implies --show-text). Only where every viewer may see payment and contact data (PCI DSS, "
+        "GDPR)"))
     window_min: float = field(default=30.0, metadata=field_help(
         "list conversations with a label in the last N minutes"))
     keep_turns: int = field(default=100, metadata=field_help("turns kept per conversation (the latest by turn id)"))
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
 
     @property
     def window_ms(self) -> int:
@@ -60,6 +69,8 @@ class WatchConfig:
 
     def __post_init__(self) -> None:
         check_redis_url(self.redis_url)
+        if self.show_raw_text:
+            object.__setattr__(self, "show_text", True)
         for name in ("labels_stream", "alerts_stream", "in_stream", "host"):
             if not getattr(self, name):
                 raise ConfigError(f"{name}: must not be empty")

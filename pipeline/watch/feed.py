@@ -1,6 +1,7 @@
 """Everything the page reads from Redis, read-only: the board kept in step with the labels and
 alerts streams (XRANGE over the window at start, then XREAD), its changes fanned out to the
-connected pages, and a conversation's texts from the context store (HGETALL).
+connected pages, and a conversation's texts from the context store (HGETALL), redacted on the
+way out (`pipeline.core.redaction`) unless the config says `show_raw_text`.
 
 Pages subscribe with the cursor they last saw and get, in the same step (nothing can come in
 between on the event loop), the conversations changed since and a queue of later changes. A page
@@ -20,6 +21,7 @@ from typing import Any
 
 import msgpack
 
+from pipeline.core.redaction import redactor
 from pipeline.core.wire import AlertMessage, LabelMessage, as_text
 from pipeline.stream.context_store import context_key
 from pipeline.stream.redis_retry import RedisRetry
@@ -52,6 +54,8 @@ class Feed:
         self.subscribers: set[asyncio.Queue[Change | None]] = set()
         self.skipped = 0
         self._retry = RedisRetry(None, config.labels_stream, None, lambda: None, log)
+        self._shown = (lambda text: text) if config.show_raw_text else redactor(config.redaction)
+        self._shown("+1 415 555 2671")  # loads the phone metadata now, not on a supervisor's first click
 
     async def load(self) -> None:
         """The window's entries of both streams (XRANGE, in chunks)."""
@@ -96,15 +100,25 @@ class Feed:
             self._end(queue)
 
     async def detail(self, conversation_id: str) -> dict[str, Any] | None:
-        """A listed conversation's turns, with their texts when `show_text`; None when not listed."""
+        """A listed conversation's turns, with their texts when `show_text` (redacted unless
+        `show_raw_text`); None when not listed."""
         conv = self.board.conversations.get(conversation_id)
         if conv is None or not conv.turns:
             return None
         texts = None
         if self.config.show_text:
             stored = await self.redis.hgetall(context_key(self.config.in_stream, conversation_id))
-            texts = {int(k): msgpack.unpackb(v, raw=False) for k, v in stored.items()}
+            # Off the event loop: redacting a conversation full of numbers takes a fraction of a second.
+            texts = await asyncio.to_thread(self._texts, stored)
         return detail(conv, texts)
+
+    def _texts(self, stored: dict) -> dict[int, dict[str, Any]]:
+        texts = {}
+        for k, v in stored.items():
+            turn = msgpack.unpackb(v, raw=False)
+            text = turn.get("text")
+            texts[int(k)] = {**turn, "text": self._shown(text) if isinstance(text, str) else text}
+        return texts
 
     def _apply(self, stream: str, entries: list) -> set[str]:
         is_labels = stream == self.config.labels_stream

@@ -64,6 +64,8 @@ def watch_until_signal(config: WatchConfig, say: Callable[[str], None]) -> None:
     async def serve(stop) -> None:
         with WatchServer(config) as server:
             say(f"watch: {server.url}")
+            if config.show_raw_text:
+                say("watch: texts are shown UNREDACTED (--show-raw-text)")
             await stop.wait()
 
     until_signal(serve)

@@ -1,0 +1,29 @@
+"""The benchmarks' workloads (pure): what they feed, not how fast (figures live in the README)."""
+
+from pipeline.benchmarks.engine_bench import round_robin
+from pipeline.benchmarks.stream_bench import stream_requests
+from pipeline.core.datasets import load_dataset
+
+
+def test_live_conversations_are_interleaved_in_time_order(data_root):
+    requests = stream_requests(str(data_root), 2, None, conversations=50)
+    meld = load_dataset("meld", "test", data_root)
+    assert len(requests) == sum(len(c.turns) for c in meld)
+    first_seen: dict[str, int] = {}
+    last_turn: dict[str, int] = {}
+    for i, q in enumerate(requests):
+        c = q.turn.conversation_id
+        first_seen.setdefault(c, i)
+        assert q.turn.turn_id > last_turn.get(c, -1)  # each conversation's turns in order
+        last_turn[c] = q.turn.turn_id
+    # The first 50 conversations are live from the start, each sending its first turn in turn.
+    assert [q.turn.conversation_id for q in requests[:50]] == [c.conversation_id for c in meld[:50]]
+    assert len({q.turn.conversation_id for q in requests[:200]}) >= 50
+
+
+def test_engine_rounds_hold_turn_r_of_every_conversation_with_its_whole_past(data_root):
+    rounds = round_robin(load_dataset("meld", "test", data_root), 100)
+    assert sum(len(r) for r in rounds) >= 100
+    for r, batch in enumerate(rounds):
+        assert all(q.turn.turn_id == q.context[-1].turn_id + 1 if q.context else True for q in batch)
+        assert all(len(q.context) <= r for q in batch)
