@@ -167,3 +167,52 @@ def test_an_interrupted_run_resumes_without_redoing_rows(tiny_model, data_root, 
     assert summary["labelled_now"] == 1200 - summary["already_done"]
     written = pd.read_parquet(out, columns=["manifest_row"])["manifest_row"]
     assert sorted(written) == list(range(1200))  # each row once
+
+
+# In manifest order, rows 2 and 3 are both agents': with two rows a batch and a file, one file holds
+# context-only rows alone.
+CALL = [("c1", 0, "Customer", "My parcel never arrived."), ("c2", 1, "customer", "I want a refund."),
+        ("c1", 1, "Agent", "Let me check that for you."), ("c2", 0, "Agent", "Hello, how can I help?"),
+        ("c1", 2, "Customer", "It was due on Monday!"), ("c1", 3, "Agent", "It comes tomorrow.")]
+
+
+def _call_manifest(path: Path) -> Path:
+    pd.DataFrame(CALL, columns=["conversation_id", "turn_id", "speaker", "text"]).to_json(
+        path, orient="records", lines=True)
+    return path
+
+
+def test_with_label_speakers_other_speakers_rows_stay_context(tmp_path):
+    from pipeline.labelling.job import LabelJob, prepare
+
+    job = LabelJob(manifest=str(_call_manifest(tmp_path / "call.jsonl")), out=str(tmp_path / "o.parquet"),
+                   label_speakers="(?i)^customer$")
+    rows, pending = prepare(job, 2)
+    assert list(rows["_context_only"]) == [False, False, True, True, False, True]
+    # The agent's turns are in the context of the customers' next ones, as the stream's context store has them.
+    assert json.loads(rows["_context"][4]) == [[0, "Customer", "My parcel never arrived.", None],
+                                               [1, "Agent", "Let me check that for you.", None]]
+    assert json.loads(rows["_context"][1]) == [[0, "Agent", "Hello, how can I help?", None]]
+    everyone, _ = prepare(LabelJob(manifest=job.manifest, out=job.out), 2)
+    assert not everyone["_context_only"].any()
+
+
+@pytest.mark.engine
+def test_label_with_label_speakers_labels_customers_only(tiny_model, tmp_path):
+    out = tmp_path / "labels.parquet"
+    summary = _summary(_label(["--manifest", str(_call_manifest(tmp_path / "call.jsonl")), "--out", str(out),
+                               "--describer", "none", "--label-speakers", "(?i)^customer$", "--rows-per-file",
+                               "2", "--batch-size", "2"], tiny_model))
+    assert summary["rows"] == 6 and summary["labelled_now"] == 3 and summary["context_only"] == 3
+    from pipeline.labelling.job import read_label_files
+
+    rows = read_label_files(out)  # one of the three files holds context-only rows alone: same schema
+    assert list(rows["manifest_row"]) == list(range(6))
+    for _, row in rows.iterrows():
+        if row["speaker"].lower() == "customer":
+            assert not row["context_only"] and isinstance(row["label"], str) and row["confidence"] > 0
+            assert abs(sum(json.loads(row["probs"]).values()) - 1) < 1e-3
+        else:
+            assert row["context_only"] and pd.isna(row["label"]) and pd.isna(row["confidence"])
+            assert pd.isna(row["probs"])
+        assert pd.isna(row["error"])

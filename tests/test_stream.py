@@ -157,6 +157,84 @@ def test_a_conversation_gets_one_label_per_turn_with_its_context(r, prefix, pool
     assert w.metrics.registry.get_sample_value("dialoguellm_batch_size_count") >= 1
 
 
+CALL = [("Customer", "My parcel never arrived."), ("Agent", "I'm sorry to hear that, let me check."),
+        ("Customer", "It was due on Monday!"), ("Agent", "It is at the depot and comes tomorrow."),
+        ("Customer", "Finally. Thank you."), ("Agent", "Is there anything else I can do?")]
+CUSTOMERS = "(?i)^customer$"
+
+
+def assert_customers_labelled_agents_context(labels: list[LabelMessage], call=CALL) -> None:
+    """Customers' turns carry an emotion; agents' are flagged context_only with no label at all."""
+    by_turn = {x.turn_id: x for x in labels}
+    assert sorted(by_turn) == list(range(len(call)))
+    for k, (who, _) in enumerate(call):
+        x = by_turn[k]
+        assert x.speaker == who and x.conversation_id == "call-m"
+        if who == "Customer":
+            assert x.flags == [] and not x.context_only and x.probs[x.label] == x.confidence
+            assert abs(sum(x.probs.values()) - 1) < 1e-3
+        else:
+            assert x.flags == ["context_only"] and x.context_only
+            assert (x.label, x.confidence, x.probs, x.adapter) == (None, None, {}, None)
+
+
+def test_with_label_speakers_only_customers_are_labelled_and_agents_are_context(r, prefix, pool, engine):
+    cfg = config(prefix, label_speakers=CUSTOMERS)
+    spy = RecordingPool(pool)
+    with worker(cfg, spy) as w:
+        ids = [push_turn(r, "call-m", k, who, text, stream=cfg.in_stream,
+                         # an agent's video: never described (nor would a customer's be without a describer)
+                         video=VideoSegment("agent-camera.mp4", 0, 2) if k == 3 else None)
+               for k, (who, text) in enumerate(CALL)]
+        wait_for(r, cfg, len(ids))
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == []
+    assert_customers_labelled_agents_context(labels)
+    # Only the customers' turns reached the engine, and each prompt shows the agent's turns before it.
+    requests = {q.turn.turn_id: q for q in spy.requests}
+    assert sorted(requests) == [0, 2, 4] and len(spy.requests) == 3
+    z = pool.context_turns
+    for k in (2, 4):
+        assert [(t.speaker, t.text) for t in requests[k].context] == CALL[max(0, k - z):k]
+        assert f"Agent: {CALL[k - 1][1]}" in engine.prompter.build(requests[k])
+    value = w.metrics.registry.get_sample_value
+    assert value("dialoguellm_turns_labelled_total") == 3 and value("dialoguellm_turns_context_only_total") == 3
+
+
+def test_serve_with_label_speakers_labels_the_customers_and_flags_the_agents(r, prefix, tiny_model, run_cli):
+    """The issue's "Must show": `serve --label-speakers '(?i)^customer$'` on a two-speaker conversation."""
+    cfg = config(prefix, consumer="speakers")
+    ids = [push_turn(r, "call-m", k, who, text, stream=cfg.in_stream) for k, (who, text) in enumerate(CALL)]
+    args = [sys.executable, "-m", "pipeline.cli", "serve", "--redis", cfg.redis_url, "--in-stream", cfg.in_stream,
+            "--out-stream", cfg.out_stream, "--consumer", cfg.consumer, "--model", str(tiny_model),
+            "--max-model-len", "256", "--kv-cache-gib", "0.5", "--label-speakers", CUSTOMERS]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        while r.xlen(cfg.out_stream) + r.xlen(cfg.dead_letter_stream) < len(ids):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "serve labelled nothing in time"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    labels, dead = assert_exactly_once(r, cfg, ids)
+    assert dead == [] and len(labels) == len(ids) == 6
+    assert_customers_labelled_agents_context(labels)
+    tailed = run_cli("tail", "--redis", REDIS_URL, "--stream", cfg.out_stream, "--from-start", "--count", "6",
+                     timeout=60)
+    assert tailed.returncode == 0, tailed.stderr
+    print(tailed.stdout)
+    lines = {int(line.split()[0].split("/")[1]): line for line in tailed.stdout.splitlines()}
+    assert sorted(lines) == list(range(6))
+    assert all("(context only: Agent not labelled)" in lines[k] and "[context_only]" in lines[k] for k in (1, 3, 5))
+    assert not any("context" in lines[k] for k in (0, 2, 4))
+
+
 def test_context_written_by_one_worker_is_read_by_another(r, prefix, pool, engine):
     first, second = config(prefix, consumer="a"), config(prefix, consumer="b")
     with worker(first, pool):

@@ -19,7 +19,7 @@ import pytest
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
-from pipeline.core.wire import AlertMessage, LabelMessage
+from pipeline.core.wire import FLAG_CONTEXT_ONLY, AlertMessage, LabelMessage
 from pipeline.watch.board import Board, parse_entry_id, summary
 from pipeline.watch.config import WatchConfig
 from pipeline.watch.negative import NEGATIVE_LABELS, negative_score
@@ -41,6 +41,12 @@ def label(cid: str, turn: int, name: str = "neutral", peak: float = 0.7, speaker
     probs = {x: round(peak if x == name else rest, 4) for x in MELD}
     return LabelMessage(cid, turn, name, probs[name], probs, None, "test-model", f"{turn + 1}-0", 12.0,
                         speaker=speaker)
+
+
+def context(cid: str, turn: int, speaker: str = "Agent") -> LabelMessage:
+    """A context-only entry as a worker with `--label-speakers` writes it: nil label and confidence, no probs."""
+    return LabelMessage(cid, turn, None, None, {}, None, "test-model", f"{turn + 1}-0", 12.0, None,
+                        [FLAG_CONTEXT_ONLY], speaker)
 
 
 def alert(cid: str, turn_ids: list[int], closed: bool = False, rule: str = "negative_run") -> AlertMessage:
@@ -121,6 +127,28 @@ def test_changes_in_the_same_millisecond_of_the_other_stream_are_not_missed():
     board.add_alert((1000, 0), alert("b", [0]))
     assert [c.conversation_id for c in board.changed_since(seen)] == ["b"]
     assert parse_entry_id("1000-0") == (1000, 0) and parse_entry_id("1000-0<script>") is None
+
+
+def test_context_only_turns_are_context_on_the_board():
+    board = Board(window_ms=60_000, keep_turns=100)
+    board.add_label((1, 0), label("c", 0, "anger", 0.9, speaker="Customer"))
+    board.add_label((2, 0), context("c", 1))
+    conv = board.conversations["c"]
+    row = summary(conv)
+    # The row: who spoke last, the latest labelled turn's label, the context-only turn a cell with no emotion.
+    assert (row["speaker"], row["label"], row["confidence"]) == ("Agent", "anger", 0.9)
+    negative = negative_score(conv.turns[0].probs)
+    assert row["turns"] == [[0, "anger", round(negative, 3)], [1, None, None]]
+    assert conv.risk()[1] == round(negative, 4)  # the latest labelled turn's: context-only turns have none
+    from pipeline.watch.board import detail
+
+    turns = detail(conv, None)["turns"]
+    assert turns[1] == {"turn_id": 1, "speaker": "Agent", "label": None, "confidence": None, "negative": None,
+                        "probs": {}, "context_only": True}
+    assert turns[0]["context_only"] is False and len(turns[0]["probs"]) == len(MELD)
+    board.add_label((3, 0), context("only-agent", 0))
+    assert summary(board.conversations["only-agent"])["label"] is None
+    assert board.conversations["only-agent"].risk()[1] == 0.0
 
 
 def test_a_malformed_label_is_refused():
@@ -417,6 +445,40 @@ def test_the_conversation_view_shows_every_probability_and_no_text_by_default(r,
     assert browser.find_elements("css selector", "#turns .text") == [] and "secret" not in browser.page_source
     push(r, streams, label("call-7", 3, "sadness"))
     until(browser, lambda d: len(d.find_elements("css selector", "#turns tr.turn")) == 4)
+
+
+CONTEXT_STATE = """
+const row = [...document.querySelectorAll('#board .row')].find(r => r.dataset.cid === arguments[0]);
+return row && [...row.querySelectorAll('.cell')].map(c => [Number(c.dataset.turn), c.className, c.title]);
+"""
+
+
+def test_context_only_turns_show_as_context_not_as_an_emotion(r, streams, serve, browser):
+    """A call as `serve --label-speakers '(?i)^customer$'` writes it: the agent's turns grey, "not
+    labelled", no probability bars; the customers' turns as ever."""
+    push(r, streams, label("mixed", 0, "anger", 0.8), context("mixed", 1), label("mixed", 2, "joy", 0.6),
+         context("mixed", 3), context("agent-only", 0))
+    page = httpx.get(serve()).text  # the page's own HTML (no script) shows them as context too
+    assert page.count('class="cell e-context"') == 3 and "not labelled (context only)" in page
+    open_page(browser, serve())
+    until(browser, lambda d: strip_of(d, "mixed") == [0, 1, 2, 3])
+    cells = browser.execute_script(CONTEXT_STATE, "mixed")
+    assert [c[1] for c in cells] == ["cell e-anger", "cell e-context", "cell e-joy", "cell e-context"]
+    assert cells[1][2] == "turn 1: not labelled (context only)" and "anger" in cells[0][2]
+    row = row_state(browser, "mixed")
+    assert row["speaker"] == "Agent" and row["label"].startswith("joy") and row["sparkline"] == 1
+    only = until(browser, lambda d: row_state(d, "agent-only"))
+    assert only["label"] == "not labelled" and only["sparkline"] == 0
+    assert "not labelled" in browser.find_element("id", "legend").text
+    row_of(browser, "mixed").click()
+    turns = until(browser, lambda d: d.find_elements("css selector", "#turns tr.turn") if
+                  len(d.find_elements("css selector", "#turns tr.turn")) == 4 else None)
+    classes = [tr.get_attribute("class") for tr in turns]
+    assert classes == ["turn", "turn context", "turn", "turn context"]
+    bars = [len(tr.find_elements("css selector", ".bar")) for tr in turns]
+    assert bars == [len(MELD), 0, len(MELD), 0]
+    assert turns[1].find_element("css selector", "td.label").text == "not labelled"
+    assert "context only" in turns[1].find_element("css selector", "td.probs").text
 
 
 SPOKEN = {  # turn id -> (as spoken, as the page must show it)

@@ -34,6 +34,7 @@ class AlertsCounts:
     """What the consumer did since it started (logged when it stops)."""
 
     labels: int = 0
+    context_only: int = 0  # labels entries of turns the worker did not label (acknowledged, never scored)
     opened: int = 0
     closed: int = 0
     late: int = 0
@@ -92,6 +93,7 @@ class AlertsConsumer:
             by_conversation[message.conversation_id].append(view)
         await self._transaction(by_conversation, [e.id for e in entries], dead)
         self.counts.labels += sum(len(v) for v in by_conversation.values())
+        self.counts.context_only += sum(v.context_only for views in by_conversation.values() for v in views)
         self.counts.dead_lettered += len(dead)
         for letter in dead:
             log.warning("label entry set aside", extra={"id": letter.source_id, "error": letter.error})

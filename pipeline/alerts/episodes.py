@@ -13,12 +13,16 @@ Episodes. For each rule, only turns whose speaker matches count: `turns` consecu
 above the threshold open an episode (an alert with `closed` false); once open, `clear_after`
 consecutive ones below close it (the same alert, `closed` true). Turns of other speakers neither
 extend nor break a run.
+
+Context-only turns (flagged `context_only` by a worker's `--label-speakers`: a speaker it does not
+label) carry no emotion: they take their place in the turn order (the next turn does not wait for
+them) and count for no rule, neither extending nor breaking a run, whatever a rule's `speaker`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import msgpack
@@ -40,6 +44,7 @@ class LabelView:
     written_ms: int
     probs: dict[str, float]
     held_ms: int = 0  # when it was admitted (Redis time): its wait for the turn before it starts then
+    context_only: bool = False  # a turn the worker did not label: ordered, never scored
 
 
 @dataclass
@@ -80,7 +85,8 @@ class ConversationState:
         if not data:
             return cls()
         raw = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        held = {v["turn_id"]: LabelView(**v) for v in raw["held"]}
+        known = {f.name for f in fields(LabelView)}  # a state written by a newer version may hold more
+        held = {v["turn_id"]: LabelView(**{k: x for k, x in v.items() if k in known}) for v in raw["held"]}
         return cls(raw["last_turn"], held, {n: RuleState(**s) for n, s in raw["rules"].items()}, raw["late"])
 
     def earliest_release_ms(self, reorder_wait_ms: int) -> int | None:
@@ -117,6 +123,8 @@ def apply(state: ConversationState, conversation_id: str, labels: Sequence[Label
     """Apply labels (in turn order) to every rule; returns the alerts they open and close."""
     alerts = []
     for label in labels:
+        if label.context_only:  # context: no emotion to score, so no rule sees it
+            continue
         for rule in rules:
             if not rule.matches(label.speaker):
                 continue
@@ -161,5 +169,8 @@ def label_view(message: Any, entry_id: str) -> LabelView:
     """The `LabelView` of a decoded `LabelMessage` read from the labels stream at `entry_id`."""
     from pipeline.core.wire import entry_time_ms
 
+    if message.context_only:
+        return LabelView(int(message.turn_id), str(message.source_id), str(message.speaker),
+                         entry_time_ms(entry_id), {}, context_only=True)
     return LabelView(int(message.turn_id), str(message.source_id), str(message.speaker),
                      entry_time_ms(entry_id), {str(k): float(v) for k, v in message.probs.items()})

@@ -16,7 +16,9 @@ def run_label(config: LabelConfig) -> int:
     job = config.job
     summary = run_label_job(job, config.engine)
     report = summary.pop("report", None)
-    print(f"{job.out}: {summary['rows']} rows, {summary['labelled_now']} labelled now, "
+    context = f", {summary['context_only']} context only (speakers --label-speakers leaves out)" \
+        if summary.get("context_only") else ""
+    print(f"{job.out}: {summary['rows']} rows, {summary['labelled_now']} labelled now{context}, "
           f"{summary['already_done']} done before")
     if report:
         print(format_report(report))

@@ -22,6 +22,8 @@ from pipeline.core.turns import Turn, VideoSegment
 PAYLOAD = "payload"
 FLAG_NO_DESCRIPTION = "no_description"
 FLAG_PARTIAL_CONTEXT = "partial_context"
+# A turn of a speaker the worker does not label (`--label-speakers`): kept as context, no emotion.
+FLAG_CONTEXT_ONLY = "context_only"
 
 
 class MalformedMessage(DialogueLLMError):
@@ -108,12 +110,17 @@ class TurnSchema:
 
 @dataclass(frozen=True)
 class LabelMessage:
-    """The worker's answer for one input entry."""
+    """The worker's answer for one input entry.
+
+    A turn of a speaker the worker does not label (`label_speakers`) is answered too, so every
+    entry has its output: flagged `context_only`, with `label` and `confidence` nil and `probs`
+    empty (see `context_only`).
+    """
 
     conversation_id: str
     turn_id: int
-    label: str
-    confidence: float
+    label: str | None
+    confidence: float | None
     probs: dict[str, float]
     adapter: str | None
     model: str
@@ -125,6 +132,11 @@ class LabelMessage:
 
     def encode(self) -> dict[str, bytes]:
         return {PAYLOAD: msgpack.packb(asdict(self), use_bin_type=True)}
+
+    @property
+    def context_only(self) -> bool:
+        """A turn kept as context and not labelled: no label, confidence or probabilities."""
+        return FLAG_CONTEXT_ONLY in (self.flags or ())
 
     @classmethod
     def decode(cls, fields: Mapping[Any, Any]) -> LabelMessage:

@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError, DataError
 from pipeline.core.labels import LABEL_SETS
+from pipeline.core.speakers import SpeakerPolicy, label_speakers_field
 from pipeline.labelling.manifest import OUTPUT_COLUMNS, ROW, add_context, normalise, read_table
 from workers.engine_pool import PoolConfig
 from workers.video.actors import VideoPoolConfig
@@ -39,6 +40,7 @@ class LabelJob:
     rows_per_file: int = field(default=256, metadata=field_help("rows per Parquet file (what a resume redoes)"))
     cache_dir: str | None = field(default=None, metadata=field_help(
         "description cache (default: $DIALOGUELLM_HOME/descriptions)"))
+    label_speakers: str | None = label_speakers_field()
     # Engine actors: `engines`, their GPUs and CPUs, batches in flight each, the Ray cluster.
     pool: PoolConfig = field(default_factory=PoolConfig)
     video: VideoPoolConfig = field(default_factory=VideoPoolConfig)
@@ -49,6 +51,12 @@ class LabelJob:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if not str(self.out).endswith(".parquet"):
             raise ConfigError(f"out: {self.out!r} should name a .parquet folder")
+        SpeakerPolicy(self.label_speakers)  # a bad regular expression fails here, naming label_speakers
+
+    @property
+    def speakers(self) -> SpeakerPolicy:
+        """Who gets an emotion; other speakers' rows are context only (no label, still context)."""
+        return SpeakerPolicy(self.label_speakers)
 
     @property
     def video_root(self) -> str | None:
@@ -83,9 +91,12 @@ def done_rows(out: str | Path) -> set[int]:
 
 
 def prepare(job: LabelJob, context_turns: int) -> tuple[Any, Any]:
-    """(all rows with context, the rows still to label)."""
+    """(all rows with context, the rows still to label). Every row is context for the later rows of
+    its conversation; `_context_only` marks those the speaker policy leaves without an emotion."""
     table = read_table(job.manifest)
     rows = add_context(normalise(table, job.video_root, job.label_set, job.manifest), context_turns)
+    speakers = job.speakers
+    rows["_context_only"] = [not speakers.labels(s) for s in rows["_speaker"]]
     # A gold `label` column stays, as `gold_label`: `label` is the prediction.
     rows = rows.rename(columns={"label": "gold_label"})
     done = done_rows(job.out)
@@ -109,7 +120,8 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
         prepared = background.submit(prepare, job, engine_config.context_turns)
         ensure_ray(job.pool.ray_address)
         rows, pending = prepared.result()
-    summary: dict[str, Any] = {"rows": len(rows), "already_done": len(rows) - len(pending), "labelled_now": 0}
+    summary: dict[str, Any] = {"rows": len(rows), "already_done": len(rows) - len(pending), "labelled_now": 0,
+                               "context_only": int(pending["_context_only"].sum())}
     print(f"manifest: {len(rows)} rows; {summary['already_done']} already in {job.out}; {len(pending)} to label",
           file=sys.stderr, flush=True)
     if len(pending):
@@ -122,7 +134,8 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
         step = job.rows_per_file
         ds = ray.data.from_pandas([pending.iloc[i:i + step] for i in range(0, len(pending), step)])
         video = job.video
-        if video.enabled and pending["_video_uri"].notna().any():
+        # A context-only row's video is never opened (its speaker gets no emotion, from words or face).
+        if video.enabled and (pending["_video_uri"].notna() & ~pending["_context_only"]).any():
             ds = ds.map_batches(DescribeStage, batch_format="pandas", batch_size=16, concurrency=video.actors,
                                 num_cpus=0.5, num_gpus=float(video.describer == "vlm"),
                                 fn_constructor_args=(video.describer, video.decode,
@@ -140,7 +153,7 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
         Path(job.out).mkdir(parents=True, exist_ok=True)
         (Path(job.out) / MARKER).write_text(f"written by dialoguellm label; part files: {PART_PREFIX}*.parquet\n")
         ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file, filename_provider=_part_names())
-        summary["labelled_now"] = len(pending)
+        summary["labelled_now"] = len(pending) - summary["context_only"]
     summary.update(_evaluate(job, rows))
     return summary
 

@@ -19,7 +19,9 @@ from pipeline.core.errors import DataError
 from pipeline.core.labels import get_label_set
 
 REQUIRED = ("conversation_id", "turn_id", "speaker", "text")
-OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error")
+OUTPUT_COLUMNS = ("label", "confidence", "probs", "description", "error", "context_only")
+OUTPUT_TYPES = {"label": "large_string", "confidence": "float64", "probs": "large_string",
+                "description": "large_string", "error": "large_string", "context_only": "bool"}
 ROW = "manifest_row"  # the output's column for `_row`
 MELD_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Speaker", "Utterance")
 
@@ -144,11 +146,19 @@ def _under(root: Path | None, uri: Any) -> str | None:
 
 
 def output_columns(batch: Any) -> Any:
-    """Every input column, `label` … `error`, and `manifest_row`."""
+    """Every input column, `label` … `context_only`, and `manifest_row`, as an Arrow table whose
+    output columns have fixed types: a batch whose rows are all context only (or none has a
+    description) would otherwise be written with null-typed columns, and the folder's files could
+    not be read together."""
+    import pyarrow as pa
+
     inputs = [c for c in batch.columns if not c.startswith("_") and c not in OUTPUT_COLUMNS]
     out = batch[inputs].copy()
     for name in OUTPUT_COLUMNS:
         out[name] = batch[name]
     out["error"] = out["error"].replace("", None)
     out[ROW] = batch["_row"]
-    return out
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    for name, kind in OUTPUT_TYPES.items():
+        table = table.set_column(table.schema.get_field_index(name), name, table.column(name).cast(kind))
+    return table

@@ -39,8 +39,9 @@ class DescribeStage:
         from pipeline.core.description_cache import cache_key
 
         descriptions, errors = list(batch["_description"]), list(batch["error"])
+        context_only = list(batch["_context_only"]) if "_context_only" in batch else [False] * len(batch)
         for i, (uri, start, end) in enumerate(zip(batch["_video_uri"], batch["_start"], batch["_end"])):
-            if _text(descriptions[i]) or not _text(uri):
+            if _text(descriptions[i]) or not _text(uri) or context_only[i]:  # a context-only row: never opened
                 continue
             source = self.policy.decide(str(uri))
             if not source.allowed:
@@ -63,7 +64,8 @@ class DescribeStage:
 
 class LabelStage:
     """Rows to labels with one `EmotionEngine` (the same engine, prompts and scoring as serve and eval),
-    returned as the output file's columns."""
+    returned as the output file's columns. Rows marked `_context_only` (a speaker `label_speakers`
+    leaves out) are not sent to the engine: null label, confidence and probabilities, `context_only` true."""
 
     def __init__(self, config: EngineConfig, label_set: str) -> None:
         torch_threads_for_cpu_actor()
@@ -73,9 +75,17 @@ class LabelStage:
         self.label_set = label_set
 
     def __call__(self, batch: Any) -> Any:
+        context_only = [bool(x) for x in batch["_context_only"]] if "_context_only" in batch else [False] * len(batch)
+        wanted = [i for i, skip in enumerate(context_only) if not skip]
         requests = label_requests(batch, self.label_set)
+        answers: list[Any] = [None] * len(batch)
+        for i, answer in zip(wanted, self.engine.predict_each([requests[i] for i in wanted]) if wanted else []):
+            answers[i] = answer
         labels, confidences, probs, errors = [], [], [], list(batch["error"])
-        for i, answer in enumerate(self.engine.predict_each(requests)):
+        for i, answer in enumerate(answers):
+            if answer is None:  # context only: no emotion asked for
+                labels.append(None), confidences.append(None), probs.append(None)
+                continue
             if isinstance(answer, DialogueLLMError):
                 labels.append(None), confidences.append(None), probs.append(None)
                 errors[i] = "; ".join(e for e in (errors[i], f"not labelled: {answer}") if e)
@@ -85,6 +95,7 @@ class LabelStage:
             probs.append(json.dumps(answer.probs))
         batch["label"], batch["confidence"], batch["probs"], batch["error"] = labels, confidences, probs, errors
         batch["description"] = batch["_description"]
+        batch["context_only"] = context_only
         # The output columns are made here, in the actor's call, not in a task of their own: on a
         # small machine every extra task takes a core from the engine.
         return output_columns(batch)

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pipeline.core.config_fields import field_help
 from pipeline.core.errors import ConfigError
+from pipeline.core.speakers import SpeakerPolicy, label_speakers_field
 from pipeline.stream.redis_checks import redact
 
 DEFAULT_IN_STREAM = "dialoguellm:turns"
@@ -41,7 +42,8 @@ class StreamConfig:
 
     `claim_idle_ms` must exceed the longest a batch takes: an entry idle that long is taken
     over from its consumer as dead. Context for a turn is kept per conversation for
-    `context_ttl_s` after its last turn, at most `context_keep` turns.
+    `context_ttl_s` after its last turn, at most `context_keep` turns. With `label_speakers`, only
+    the speakers it finds get an emotion; the others' turns are context only (`pipeline.core.speakers`).
     """
 
     redis_url: str = redis_url_field()
@@ -65,11 +67,17 @@ class StreamConfig:
     context_ttl_s: int = field(default=24 * 3600, metadata=field_help(
         "how long a conversation's context outlives its last turn"))
     done_ttl_s: int = 7 * 24 * 3600
+    label_speakers: str | None = label_speakers_field()
     metrics_port: int | None = field(default=None, metadata=field_help("serve Prometheus metrics on this port"))
 
     @property
     def dead_letter_stream(self) -> str:
         return self.dead_stream or f"{self.in_stream}:dead"
+
+    @property
+    def speakers(self) -> SpeakerPolicy:
+        """Who gets an emotion (`label_speakers`; the others' turns are context only)."""
+        return SpeakerPolicy(self.label_speakers)
 
     def redis_keys(self) -> tuple[str, ...]:
         """The keys that must be streams (or absent) before the worker starts."""
@@ -91,3 +99,4 @@ class StreamConfig:
             raise ConfigError(f"batch_wait_ms: must be ≥ 0, got {self.batch_wait_ms}")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ConfigError(f"metrics_port: {self.metrics_port} is not a port number")
+        SpeakerPolicy(self.label_speakers)  # a bad regular expression fails here, naming label_speakers

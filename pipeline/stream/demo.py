@@ -15,9 +15,14 @@ from pipeline.stream.config import StreamConfig
 
 
 def format_label(label: Any, gold: str | None = None, text: str | None = None) -> str:
-    """One readable line for a label (the three most probable labels, flags, latency)."""
-    top = "  ".join(f"{name} {p:.2f}" for name, p in sorted(label.probs.items(), key=lambda kv: -kv[1])[:3])
-    parts = [f"{label.conversation_id}/{label.turn_id}", f"{label.label:<9}", top, f"{label.latency_ms:.0f} ms"]
+    """One readable line for a label (the three most probable labels, flags, latency); a context-only
+    turn (a speaker `--label-speakers` leaves out) reads "not labelled" with its speaker."""
+    if label.label is None:
+        top = f"(context only: {label.speaker or 'speaker'} not labelled)"
+    else:
+        top = "  ".join(f"{name} {p:.2f}" for name, p in sorted(label.probs.items(), key=lambda kv: -kv[1])[:3])
+    name = "-" if label.label is None else label.label
+    parts = [f"{label.conversation_id}/{label.turn_id}", f"{name:<9}", top, f"{label.latency_ms:.0f} ms"]
     if gold:
         parts.insert(2, f"(gold {gold})")
     if label.flags:

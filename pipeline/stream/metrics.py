@@ -16,6 +16,9 @@ class WorkerMetrics:
         self._tokens = (0, 0)  # prompt tokens since start: all, and those served from the cache
         kw = dict(registry=self.registry)
         self.labelled = Counter("dialoguellm_turns_labelled_total", "Turns labelled and written", **kw)
+        self.context_only = Counter("dialoguellm_turns_context_only_total",
+                                    "Turns of speakers --label-speakers leaves out, written as context only "
+                                    "(no emotion)", **kw)
         self.latency = Histogram("dialoguellm_latency_seconds", "From the input entry's id time to the output write",
                                  buckets=LATENCY_BUCKETS_S, **kw)
         self.batch_size = Histogram("dialoguellm_batch_size", "Entries per micro-batch", buckets=BATCH_BUCKETS, **kw)

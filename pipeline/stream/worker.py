@@ -23,6 +23,7 @@ from pipeline.core.predictions import LabelRequest, Prediction
 from pipeline.core.turns import VideoSegment
 from pipeline.core.video_policy import VideoPolicy
 from pipeline.core.wire import (
+    FLAG_CONTEXT_ONLY,
     FLAG_NO_DESCRIPTION,
     FLAG_PARTIAL_CONTEXT,
     LabelMessage,
@@ -86,6 +87,10 @@ class StreamWorker:
     from its text, flagged `no_description`: a URI the video policy refuses (never opened, not
     even sent to an actor), a broken video, a crashed describer, or describing that overran the
     batch's deadline (`videos.deadline_s`).
+
+    With `config.label_speakers`, a turn of a speaker it does not find is context only: stored in
+    the context store (later turns' prompts show it), never sent to the engine, its video never
+    described, and answered with a `context_only` entry without label or probabilities.
     """
 
     def __init__(self, redis: Any, config: StreamConfig, pool: LabelPool, metrics: WorkerMetrics | None = None,
@@ -100,6 +105,7 @@ class StreamWorker:
         self.context = ContextStore(redis, config.in_stream, pool.context_turns,
                                     max(config.context_keep, pool.context_turns), config.context_ttl_s)
         self.policy = AckPolicy(config.max_deliveries)
+        self.speakers = config.speakers
         self.schema = TurnSchema(config.max_text_chars, pool.accepted_adapters)
         self.metrics = metrics or WorkerMetrics()
         # Entries labelled before a recreated group keep their done markers: none is written twice.
@@ -259,9 +265,17 @@ class StreamWorker:
         log.warning("video not described", extra={"source_id": entry.id, "error": reason})
 
     async def _label(self, todo: list[tuple[Entry, TurnMessage]]) -> list[Outcome]:
-        todo = await self._describe(todo)
+        # The speaker policy decides first: a context-only turn's video is never described.
+        position = {entry.id: i for i, (entry, _) in enumerate(todo)}
+        kept = [(e, m) for e, m in todo if not self.speakers.labels(m.speaker)]
+        todo = await self._describe([(e, m) for e, m in todo if self.speakers.labels(m.speaker)])
+        # Every turn is context, labelled or not: all are stored before any context is read, so
+        # turns of one conversation in the same batch see each other.
+        await self._redis(lambda: self.context.remember([m for _, m in todo + kept]))
+        outcomes = [Outcome(entry, OUTPUT, self._context_only(entry, message)) for entry, message in kept]
+        if not todo:
+            return outcomes
         messages = [m for _, m in todo]
-        await self._redis(lambda: self.context.remember(messages))
         contexts = await self._redis(lambda: self.context.contexts(messages))
         requests = [LabelRequest(m.to_turn(), context, m.label_set, m.adapter)
                     for m, (context, _) in zip(messages, contexts, strict=True)]
@@ -278,7 +292,6 @@ class StreamWorker:
         if failures:
             log.warning("turns failed", extra={"entries": len(failures), "error": next(iter(failures.values()))})
             await self._redis(lambda: self.io.record_failures(dict(failures)))
-        outcomes = []
         for (entry, message), (_, complete), answer in zip(todo, contexts, answers, strict=True):
             if isinstance(answer, EngineFailure):  # may pass: retried until max_deliveries
                 outcomes.append(Outcome(entry, self.policy.failed(answer, entry.deliveries)))
@@ -294,7 +307,12 @@ class StreamWorker:
                 answer.adapter, self.pool.model, entry.id, 0.0, message.description, flags, message.speaker,
             )
             outcomes.append(Outcome(entry, OUTPUT, label))
-        return outcomes
+        return sorted(outcomes, key=lambda o: position[o.entry.id])  # written in the order read
+
+    def _context_only(self, entry: Entry, message: TurnMessage) -> LabelMessage:
+        """The output of a turn the speaker policy leaves unlabelled: no label, confidence or probabilities."""
+        return LabelMessage(message.conversation_id, message.turn_id, None, None, {}, None, self.pool.model,
+                            entry.id, 0.0, message.description, [FLAG_CONTEXT_ONLY], message.speaker)
 
     async def _answers(self, requests: list[LabelRequest]) -> list[Prediction | DialogueLLMError | EngineFailure]:
         """The pool's answers; a batch the engine fails is halved and retried at once, so one turn
@@ -317,7 +335,9 @@ class StreamWorker:
         ]
         await self._redis(lambda: self.io.commit(stamped))
         for o in stamped:
-            if o.decision.action is Action.OUTPUT:
+            if o.decision.action is Action.OUTPUT and o.label.context_only:
+                self.metrics.context_only.inc()
+            elif o.decision.action is Action.OUTPUT:
                 self.metrics.labelled.inc()
                 self.metrics.latency.observe(o.label.latency_ms / 1000)
             elif o.decision.action is Action.DEAD_LETTER:

@@ -33,20 +33,27 @@ def format_entry_id(entry: EntryId) -> str:
 
 @dataclass(frozen=True)
 class TurnLabel:
-    """One labelled turn as the page shows it."""
+    """One turn as the page shows it: labelled, or context only (a speaker the worker does not
+    label: `label`, `confidence` and `negative` None, no probabilities)."""
 
     turn_id: int
     speaker: str
-    label: str
-    confidence: float
+    label: str | None
+    confidence: float | None
     probs: dict[str, float]
-    negative: float
+    negative: float | None
+
+    @property
+    def context_only(self) -> bool:
+        return self.label is None
 
     @classmethod
     def of(cls, m: LabelMessage) -> TurnLabel:
         """Typed copies of the message's fields (ValueError/TypeError on a malformed one)."""
         if isinstance(m.turn_id, bool) or not isinstance(m.probs, dict):
             raise TypeError("turn_id must be an integer and probs a map")
+        if m.context_only:
+            return cls(int(m.turn_id), str(m.speaker), None, None, {}, None)
         probs = {str(k): float(v) for k, v in m.probs.items()}
         return cls(int(m.turn_id), str(m.speaker), str(m.label), float(m.confidence), probs, negative_score(probs))
 
@@ -76,14 +83,20 @@ class ConversationRow:
     episodes: dict[str, Episode] = field(default_factory=dict)
 
     def latest(self) -> TurnLabel | None:
+        """The latest turn, labelled or context only (whose speaker the row shows)."""
         return self.turns[max(self.turns)] if self.turns else None
+
+    def latest_labelled(self) -> TurnLabel | None:
+        """The latest turn with an emotion (context-only turns have none)."""
+        labelled = [t for t in self.turns if not self.turns[t].context_only]
+        return self.turns[max(labelled)] if labelled else None
 
     def has_open_alert(self) -> bool:
         return any(not e.closed for e in self.episodes.values())
 
     def risk(self) -> tuple[int, float, int]:
-        """Higher is riskier: an open alert, then the latest turn's negative score, then recency."""
-        latest = self.latest()
+        """Higher is riskier: an open alert, then the latest labelled turn's negative score, then recency."""
+        latest = self.latest_labelled()
         return (int(self.has_open_alert()), round(latest.negative, 4) if latest else 0.0, self.last_label_ms)
 
     def ordered_turns(self) -> list[TurnLabel]:
@@ -146,12 +159,19 @@ def summary(conv: ConversationRow) -> dict[str, Any]:
     """A listed conversation's row, as the page draws it (JSON-ready)."""
     latest = conv.latest()
     assert latest is not None, "only listed conversations have a row"
+    # The current label is the latest labelled turn's (null while only context-only turns came);
+    # a context-only turn is [turn_id, null, null] in the strip.
+    labelled = conv.latest_labelled()
     return {
-        "id": conv.conversation_id, "speaker": latest.speaker, "label": latest.label,
-        "confidence": round(latest.confidence, 3), "risk": list(conv.risk()),
-        "turns": [[t.turn_id, t.label, round(t.negative, 3)] for t in conv.ordered_turns()],
+        "id": conv.conversation_id, "speaker": latest.speaker, "label": labelled.label if labelled else None,
+        "confidence": round(labelled.confidence, 3) if labelled else None, "risk": list(conv.risk()),
+        "turns": [[t.turn_id, t.label, _round(t.negative, 3)] for t in conv.ordered_turns()],
         "alerts": [episode_json(e) for e in conv.episodes.values()],
     }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def detail(conv: ConversationRow, texts: dict[int, dict[str, str]] | None) -> dict[str, Any]:
@@ -159,8 +179,9 @@ def detail(conv: ConversationRow, texts: dict[int, dict[str, str]] | None) -> di
     turns = []
     for t in conv.ordered_turns():
         row: dict[str, Any] = {"turn_id": t.turn_id, "speaker": t.speaker, "label": t.label,
-                               "confidence": round(t.confidence, 4), "negative": round(t.negative, 4),
-                               "probs": {k: round(v, 4) for k, v in t.probs.items()}}
+                               "confidence": _round(t.confidence, 4), "negative": _round(t.negative, 4),
+                               "probs": {k: round(v, 4) for k, v in t.probs.items()},
+                               "context_only": t.context_only}
         if texts is not None:
             row["text"] = texts.get(t.turn_id, {}).get("text")
         turns.append(row)

@@ -10,6 +10,8 @@ from typing import Any
 
 ROWS_MARKER = '<div class="rows" role="rowgroup"></div>'
 EMPTY_MARKER = '<p id="empty" class="empty">'
+CONTEXT_CLASS = "e-context"  # a context-only turn (a speaker the worker does not label): grey, no emotion
+NOT_LABELLED = "not labelled"
 
 
 def render_page(template: str, rows: Iterable[dict[str, Any]], labels: Sequence[str]) -> str:
@@ -21,11 +23,11 @@ def render_page(template: str, rows: Iterable[dict[str, Any]], labels: Sequence[
 
 
 def _row(row: dict[str, Any], known: set[str]) -> str:
-    def cls(label: str) -> str:
-        return "e-" + label if label in known else "e-other"
+    def cls(label: str | None) -> str:
+        return CONTEXT_CLASS if label is None else "e-" + label if label in known else "e-other"
 
     cells = "".join(f'<span class="cell {escape(cls(label))}" data-turn="{int(turn)}" '
-                    f'title="turn {int(turn)}: {escape(label)} (negative {negative:.2f})"></span>'
+                    f'title="turn {int(turn)}: {_turn_title(label, negative)}"></span>'
                     for turn, label, negative in row["turns"])
     badges = "".join(
         f'<span class="badge {"closed" if e["closed"] else "open"}" data-rule="{escape(e["rule"])}">'
@@ -36,7 +38,14 @@ def _row(row: dict[str, Any], known: set[str]) -> str:
         f'<span class="cid" role="cell">{escape(row["id"])}</span>'
         f'<span class="speaker" role="cell">{escape(row["speaker"])}</span>'
         f'<span class="label" role="cell"><span class="swatch {escape(cls(row["label"]))}"></span>'
-        f'<span>{escape(row["label"])}</span><span class="conf">{row["confidence"]:.2f}</span></span>'
+        f'<span>{escape(row["label"] or NOT_LABELLED)}</span>'
+        f'<span class="conf">{"" if row["confidence"] is None else format(row["confidence"], ".2f")}</span></span>'
         f'<span class="turns" role="cell">{cells}</span><span class="spark" role="cell"></span>'
         f'<span class="alert" role="cell">{badges}</span></div>'
     )
+
+
+def _turn_title(label: str | None, negative: float | None) -> str:
+    if label is None:
+        return f"{NOT_LABELLED} (context only)"
+    return f"{escape(label)} (negative {negative:.2f})"

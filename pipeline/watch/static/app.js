@@ -19,7 +19,12 @@ function el(tag, className, text) {
   return e;
 }
 
+// A context-only turn (a speaker the worker does not label, `--label-speakers`) has a null label:
+// grey, "not labelled", no probabilities.
+const NOT_LABELLED = "not labelled";
+
 function emotionClass(label) {
+  if (label === null) return "e-context";
   return state.known.has(label) ? "e-" + label : "e-other";
 }
 
@@ -124,17 +129,19 @@ function drawRow(row, div) {
   div.dataset.cid = row.id;
   div.classList.toggle("selected", row.id === state.open);
   const label = cell("label");
-  label.append(el("span", "swatch " + emotionClass(row.label)), el("span", "", row.label),
-               el("span", "conf", row.confidence.toFixed(2)));
+  label.append(el("span", "swatch " + emotionClass(row.label)), el("span", "", row.label ?? NOT_LABELLED),
+               el("span", "conf", row.confidence === null ? "" : row.confidence.toFixed(2)));
   const strip = cell("turns");
   for (const [turnId, turnLabel, negative] of row.turns) {
     const turn = el("span", "cell " + emotionClass(turnLabel));
     turn.dataset.turn = turnId;
-    turn.title = `turn ${turnId}: ${turnLabel} (negative ${negative.toFixed(2)})`;
+    turn.title = turnLabel === null ? `turn ${turnId}: ${NOT_LABELLED} (context only)`
+      : `turn ${turnId}: ${turnLabel} (negative ${negative.toFixed(2)})`;
     strip.append(turn);
   }
   const spark = cell("spark");
-  spark.append(sparkline(row.turns.map((t) => t[2])));
+  const negatives = row.turns.filter((t) => t[1] !== null).map((t) => t[2]);
+  if (negatives.length) spark.append(sparkline(negatives));
   const alert = cell("alert");
   for (const episode of row.alerts) alert.append(badge(episode));
   div.replaceChildren(cell("cid", row.id), cell("speaker", row.speaker), label, strip, spark, alert);
@@ -186,15 +193,23 @@ function badge(episode) {
 
 function drawLegend() {
   const names = state.meta.labels.filter((l) => state.seen.has(l));
+  const context = state.seen.has(null);
   const legend = document.getElementById("legend");
-  if (legend.dataset.names === names.join(",")) return;
-  legend.dataset.names = names.join(",");
+  const key = names.join(",") + (context ? ";context" : "");
+  if (legend.dataset.names === key) return;
+  legend.dataset.names = key;
   const negative = new Set(state.meta.negative);
-  legend.replaceChildren(...names.map((name) => {
+  const items = names.map((name) => {
     const item = el("span", "item" + (negative.has(name) ? " negative" : ""));
     item.append(el("span", "swatch " + emotionClass(name)), el("span", "", name));
     return item;
-  }));
+  });
+  if (context) {
+    const item = el("span", "item context");
+    item.append(el("span", "swatch e-context"), el("span", "", NOT_LABELLED));
+    items.push(item);
+  }
+  legend.replaceChildren(...items);
 }
 
 function openDetail(id) {
@@ -236,12 +251,14 @@ function drawDetail(conv) {
   const tbody = document.querySelector("#turns tbody");
   const order = new Map(state.meta.labels.map((l, i) => [l, i]));
   tbody.replaceChildren(...conv.turns.map((t) => {
-    const tr = el("tr", "turn");
+    const context = t.label === null;
+    const tr = el("tr", context ? "turn context" : "turn");
     tr.dataset.turn = t.turn_id;
     const label = el("td", "label");
-    label.append(el("span", "swatch " + emotionClass(t.label)), el("span", "", t.label),
-                 el("span", "conf", t.confidence.toFixed(2)));
+    label.append(el("span", "swatch " + emotionClass(t.label)), el("span", "", t.label ?? NOT_LABELLED),
+                 el("span", "conf", context ? "" : t.confidence.toFixed(2)));
     const probs = el("td", "probs");
+    if (context) probs.append(el("span", "context-note", "context only: no emotion inferred"));
     const names = Object.keys(t.probs).sort((a, b) => (order.get(a) ?? 1e9) - (order.get(b) ?? 1e9));
     for (const name of names) {
       const bar = el("div", "bar");
