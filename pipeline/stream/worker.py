@@ -292,6 +292,7 @@ class StreamWorker:
             label = LabelMessage(
                 message.conversation_id, message.turn_id, answer.label, answer.confidence, answer.probs,
                 answer.adapter, self.pool.model, entry.id, 0.0, message.description, flags, message.speaker,
+                message.label_set,
             )
             outcomes.append(Outcome(entry, OUTPUT, label))
         return outcomes
