@@ -299,3 +299,69 @@ def test_a_supervisor_corrects_a_turn_on_the_page_and_another_site_cannot(r, cor
     finally:
         other.shutdown()
     assert len(written(r, corrections)) == 1
+
+
+# ---- corrections export and forget --------------------------------------------------------------
+
+def correction(cid: str, turn: int, label: str, at: float, who: str = "alice", text: str | None = "t",
+               label_set: str = "meld", context: tuple = ()) -> CorrectionMessage:
+    from pipeline.core.wire import ContextTurn
+
+    return CorrectionMessage(cid, turn, f"{turn + 1}-0", label_set, "neutral", label, who, at, "default", "m",
+                             "Customer", text, [ContextTurn(t, "Agent" if t % 2 else "Customer", x) for t, x in context])
+
+
+def test_the_last_correction_wins_and_each_corrected_turn_keeps_the_turns_before_it():
+    from pipeline.core.corrections import build_export, is_dev, latest_corrections
+    from pipeline.core.redaction import redact
+
+    messages = [correction("a", 2, "anger", 1.0, text="My card is 4111 1111 1111 1111.", context=((0, "Hi."), (1, "Yes?"))),
+                correction("a", 2, "sadness", 2.0, who="bob", text="My card is 4111 1111 1111 1111.",
+                           context=((0, "Hi."), (1, "Yes?"))),
+                correction("b", 1, "joy", 3.0, text=None),                       # no text saved: from the store
+                correction("c", 0, "fear", 4.0, text=None),                      # kept nowhere: left out
+                correction("d", 0, "mad", 5.0, label_set="emorynlp")]
+    latest = latest_corrections(messages)
+    assert latest[("a", 2)].corrected_label == "sadness" and len(latest) == 4
+    export = build_export(latest, "meld", 0.0, redact, {"b": {0: ("Customer", "Fine."), 1: ("Agent", "Great!")}})
+    assert export.dev == [] and export.without_text == 1 and export.other_label_sets == {"emorynlp": 1}
+    rows = {(r["conversation_id"], r["turn_id"]): r for r in export.train}
+    assert list(rows) == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1)]
+    assert rows[("a", 2)]["label"] == "sadness" and rows[("a", 2)]["who"] == "bob"
+    assert rows[("a", 2)]["text"] == "My card is <CARD>." and "label" not in rows[("a", 0)]
+    assert rows[("b", 1)]["label"] == "joy" and rows[("b", 1)]["text"] == "Great!"
+    # The split is by conversation, by a hash: the same every time, about the share asked for.
+    held = [is_dev(f"call-{i}", 0.2) for i in range(2000)]
+    assert held == [is_dev(f"call-{i}", 0.2) for i in range(2000)] and 0.17 < sum(held) / 2000 < 0.23
+
+
+def test_export_writes_the_jsonl_format_and_forget_deletes_the_corrections(r, corrections, run_cli, tmp_path):
+    from pipeline.core.datasets import load_dataset
+    from pipeline.core.evaluation import label_requests
+
+    stream = corrections["corrections_stream"]
+    for i in range(30):
+        r.xadd(stream, correction(f"call-{i}", 1, "anger", float(i), text=f"turn one of {i}, +44 20 7946 0958",
+                                  context=((0, f"turn zero of {i}"),)).encode())
+    r.xadd(stream, correction("call-0", 1, "joy", 99.0, text="turn one of 0", context=((0, "turn zero of 0"),)).encode())
+    out = tmp_path / "export"
+    result = run_cli("corrections", "export", "--out", str(out), "--redis", REDIS_URL, "--corrections-stream", stream,
+                     "--in-stream", corrections["in_stream"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "31 corrections read (30 turns" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["label_set"] == "meld" and manifest["redacted"] is True
+    parts = {split: load_dataset("jsonl", split, out, "meld") for split in ("train", "dev")}
+    assert {c.conversation_id for c in parts["train"]}.isdisjoint({c.conversation_id for c in parts["dev"]})
+    assert sum(len(p) for p in parts.values()) == 30 and parts["dev"]
+    requests = [q for p in parts.values() for q in label_requests(p, 2)]
+    assert len(requests) == 30 and all(len(q.context) == 1 for q in requests)
+    assert all("<PHONE>" in q.turn.text or q.turn.conversation_id == "call-0" for q in requests)
+    assert next(q.turn.label for q in requests if q.turn.conversation_id == "call-0") == "joy"
+
+    forgotten = run_cli("forget", "--conversation", "call-3", "--redis", REDIS_URL, "--in-stream",
+                        corrections["in_stream"], "--corrections-stream", stream, timeout=60)
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert f"1 in {stream}" in forgotten.stdout
+    left = [CorrectionMessage.decode(f).conversation_id for _, f in r.xrange(stream)]
+    assert "call-3" not in left and len(left) == 30

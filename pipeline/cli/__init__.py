@@ -36,9 +36,13 @@ COMMANDS: dict[str, Union[Command, Group]] = {
              configs.DemoConfig, stream.run_demo_command),
     "replay": ("put dead-lettered entries back on the input stream (after a fix)", configs.ReplayConfig,
                stream.run_replay),
-    "forget": ("delete one conversation's stored texts on request: its context hash and its entries in the input "
-               "and dead-letter streams (--labels: its labels and alerts too)", configs.ForgetConfig,
+    "forget": ("delete one conversation's stored texts on request: its context hash and its entries in the input, "
+               "dead-letter and corrections streams (--labels: its labels and alerts too)", configs.ForgetConfig,
                stream.run_forget),
+    "corrections": ("supervisors' corrections (watch --corrections)", {
+        "export": ("each corrected turn with the turns before it as JSONL (train and a held-back dev part, split by "
+                   "conversation; texts redacted)", configs.CorrectionsExportConfig, stream.run_corrections_export),
+    }),
     "describe": ("describe a video segment in words (as the prompt gets it)", configs.DescribeConfig,
                  video.run_describe),
     "label": ("label a manifest of turns (CSV, JSONL, Parquet; MELD's CSV as it is) into a Parquet folder, "

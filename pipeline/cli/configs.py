@@ -19,8 +19,10 @@ from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.datasets import DATASETS, SPLITS
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
+from pipeline.core.redaction import RedactionConfig
 from pipeline.labelling.job import LabelJob
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, StreamConfig, redis_url_field
+from pipeline.watch.config import DEFAULT_CORRECTIONS_STREAM
 from workers.engine_config import EngineConfig
 from workers.engine_pool import PoolConfig
 from workers.video.actors import VideoPoolConfig
@@ -206,6 +208,8 @@ class ForgetConfig:
         "also delete the conversation's entries in the labels and alerts streams"))
     out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("labels stream (with --labels)"))
     alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=field_help("alerts stream (with --labels)"))
+    corrections_stream: str = field(default=DEFAULT_CORRECTIONS_STREAM, metadata=field_help(
+        "corrections stream: the conversation's corrections (they hold its texts) are deleted too"))
     dry_run: bool = field(default=False, metadata=field_help("count what would be deleted, delete nothing"))
 
     def __post_init__(self) -> None:
@@ -215,11 +219,40 @@ class ForgetConfig:
     @property
     def streams(self) -> tuple[str, ...]:
         """The streams searched for the conversation's entries."""
-        mine = (self.in_stream, self.dead_stream or f"{self.in_stream}:dead")
+        mine = (self.in_stream, self.dead_stream or f"{self.in_stream}:dead", self.corrections_stream)
         return mine + ((self.out_stream, self.alerts_stream) if self.labels else ())
 
     def redis_keys(self) -> tuple[str, ...]:
         return self.streams
+
+
+@dataclass(frozen=True)
+class CorrectionsExportConfig:
+    """`dialoguellm corrections export`."""
+
+    out: str = field(metadata=field_help(
+        "folder for train.jsonl, dev.jsonl (the held-back part) and manifest.json", metavar="DIR"))
+    redis_url: str = redis_url_field()
+    corrections_stream: str = field(default=DEFAULT_CORRECTIONS_STREAM, metadata=field_help("the corrections"))
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help(
+        "input stream whose context store (IN_STREAM:ctx:ID) gives texts a correction was saved without"))
+    label_set: str | None = label_set_field(None, "export the corrections of this label set (default: the only "
+                                                  "one among the corrections)")
+    dev_share: float = field(default=0.2, metadata=field_help(
+        "share of conversations held back as dev (chosen by a hash of the conversation id: deterministic)"))
+    raw_text: bool = field(default=False, metadata=field_help(
+        "UNREDACTED: write the texts as stored (default: card numbers, IBANs, e-mail addresses and phone numbers "
+        "replaced, as everywhere texts leave the worker)"))
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dev_share < 1:
+            raise ConfigError(f"dev_share: must be in [0, 1), got {self.dev_share}")
+        if not self.out:
+            raise ConfigError("out: must not be empty")
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return (self.corrections_stream,)
 
 
 @dataclass(frozen=True)
