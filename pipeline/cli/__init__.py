@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from pipeline.cli import alerts, bench, configs, evaluate, label, stream, train, video, watch
+from pipeline.cli import alerts, bench, configs, evaluate, gate, label, stream, train, video, watch
 from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.logs import quiet_libraries
@@ -28,6 +28,9 @@ COMMANDS: dict[str, Union[Command, Group]] = {
     "eval": ("evaluate on a dataset split; write a JSON report and a PNG", configs.EvalConfig, evaluate.run_eval),
     "train": ("fine-tune a LoRA adapter with Ray Train (see training/configs/)", configs.TrainRunConfig,
               train.run_train),
+    "gate": ("evaluate a new adapter against the served one on the corrections' dev part and held-back sets; "
+             "exit 0 only when it is better on the corrections and at most --margin worse on the rest",
+             configs.GateConfig, gate.run_gate),
     "serve": ("label turns from a Redis stream until SIGTERM", configs.ServeConfig, stream.run_serve),
     "push": ("send a conversation file (MELD CSV or JSONL) turn by turn to the input stream", configs.PushConfig,
              stream.run_push),

@@ -255,6 +255,82 @@ class CorrectionsExportConfig:
         return (self.corrections_stream,)
 
 
+def _parse_sets(values: list[str]) -> tuple[tuple[str, str, str | None], ...]:
+    """`DATASET[:SPLIT][=PATH]` (split default dev) as (dataset, split, path)."""
+    out = []
+    for value in values:
+        name, _, path = value.partition("=")
+        dataset, _, split = name.partition(":")
+        dataset, split = dataset.strip(), split.strip() or "dev"
+        if dataset not in DATASETS:
+            raise ConfigError(f"sets: unknown dataset {dataset!r} in {value!r} (known: {', '.join(DATASETS)})")
+        if split not in SPLITS:
+            raise ConfigError(f"sets: unknown split {split!r} in {value!r} (known: {', '.join(SPLITS)})")
+        out.append((dataset, split, path.strip() or None))
+    return tuple(out)
+
+
+def _parse_adapter(value: str, where: str) -> tuple[str, str | None]:
+    """`NAME=PATH`; for `against` also `default` (the shipped adapter) or `base` (the bare model)."""
+    from workers.adapters import BASE_MODEL
+    from workers.model_store import DEFAULT_ADAPTER, default_adapter_dir
+
+    if where == "against" and value in (DEFAULT_ADAPTER, BASE_MODEL):
+        if value == BASE_MODEL:
+            return BASE_MODEL, None
+        shipped = default_adapter_dir()
+        if shipped is None:
+            raise ConfigError("against: this install has no shipped default adapter; give NAME=PATH")
+        return DEFAULT_ADAPTER, str(shipped)
+    name, sep, path = value.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise ConfigError(f"{where}: expected NAME=PATH, got {value!r}")
+    if name.strip() == BASE_MODEL:
+        raise ConfigError(f"{where}: the name {BASE_MODEL!r} is reserved for the bare model")
+    return name.strip(), path.strip()
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """`dialoguellm gate`."""
+
+    candidate: str = field(metadata=field_help("the new adapter, as NAME=PATH", metavar="NAME=PATH"))
+    against: str = field(default="default", metadata=field_help(
+        "the adapter it must beat: NAME=PATH, default (the shipped adapter) or base (the bare model)",
+        metavar="NAME=PATH|default|base"))
+    corrections: str = field(default="corrections", metadata=field_help(
+        "the folder `corrections export` wrote: its dev.jsonl is the set the candidate must be better on",
+        metavar="DIR"))
+    sets: tuple[tuple[str, str, str | None], ...] = field(default=(("meld", "dev", None),), metadata=field_help(
+        "a held-back set the candidate may be at most --margin worse on (repeatable; default: meld:dev); "
+        "PATH: a data root, folder or file (a corrections export folder for jsonl)", flag="--set",
+        parse=_parse_sets, metavar="DATASET[:SPLIT][=PATH]"))
+    margin: float = field(default=0.02, metadata=field_help(
+        "how much worse (in --metric) the candidate may be on the other sets"))
+    metric: str = field(default="weighted_f1", metadata=field_help(
+        "the figure the decision reads", choices=("weighted_f1", "macro_f1")))
+    limit: int | None = field(default=None, metadata=field_help("evaluate the first N labelled turns of each set"))
+    batch_size: int = field(default=256, metadata=field_help("turns per engine call"))
+    report: str | None = field(default=None, metadata=field_help(
+        "write both adapters' reports and the decision as JSON here", metavar="FILE"))
+    data: str | None = data_field()
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit", "batch_size")
+        if self.margin < 0:
+            raise ConfigError(f"margin: must be ≥ 0, got {self.margin}")
+        if self.engine.adapters:
+            raise ConfigError("adapter: the gate serves --candidate and --against; give no --adapter")
+        (candidate, _), (against, _) = self.adapters()
+        if candidate == against:
+            raise ConfigError(f"against: must be another name than the candidate's ({candidate!r})")
+
+    def adapters(self) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
+        """(name, path) of the candidate and of the adapter it is measured against (path None: the bare model)."""
+        return _parse_adapter(self.candidate, "candidate"), _parse_adapter(self.against, "against")
+
+
 @dataclass(frozen=True)
 class DescribeConfig:
     """`dialoguellm describe`."""
