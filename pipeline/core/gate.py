@@ -58,12 +58,14 @@ def decide(sets: Sequence[GateSet], margin: float, metric: str = "weighted_f1") 
 
 def format_table(sets: Sequence[GateSet], candidate: str, against: str) -> str:
     """One row per set: turns, both adapters' weighted-F1 and macro-F1, the differences."""
-    head = (f"{'set':<28}{'role':<13}{'n':>6}  {'wF1 ' + candidate:>16}{'wF1 ' + against:>16}{'Δ wF1':>9}"
-            f"  {'mF1 ' + candidate:>16}{'mF1 ' + against:>16}{'Δ mF1':>9}")
+    w = max([len("set"), *(len(s.name) for s in sets)]) + 2
+    c = max(10, len(candidate), len(against)) + 5
+    head = (f"{'set':<{w}}{'role':<13}{'n':>6}  {'wF1 ' + candidate:>{c}}{'wF1 ' + against:>{c}}{'Δ wF1':>9}"
+            f"  {'mF1 ' + candidate:>{c}}{'mF1 ' + against:>{c}}{'Δ mF1':>9}")
     lines = [head, "-" * len(head)]
     for s in sets:
         lines.append(
-            f"{s.name:<28}{s.role:<13}{int(s.candidate['n']):>6}  {s.candidate['weighted_f1']:>16.4f}"
-            f"{s.against['weighted_f1']:>16.4f}{s.difference('weighted_f1'):>+9.4f}  {s.candidate['macro_f1']:>16.4f}"
-            f"{s.against['macro_f1']:>16.4f}{s.difference('macro_f1'):>+9.4f}")
+            f"{s.name:<{w}}{s.role:<13}{int(s.candidate['n']):>6}  {s.candidate['weighted_f1']:>{c}.4f}"
+            f"{s.against['weighted_f1']:>{c}.4f}{s.difference('weighted_f1'):>+9.4f}  {s.candidate['macro_f1']:>{c}.4f}"
+            f"{s.against['macro_f1']:>{c}.4f}{s.difference('macro_f1'):>+9.4f}")
     return "\n".join(lines)
