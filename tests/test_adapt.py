@@ -158,3 +158,16 @@ def test_gate_evaluates_both_adapters_on_the_same_sets_and_exits_by_the_decision
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["set", "role", "n"] and lines[-2].startswith("gate ")
     assert ("gate PASSED" if decision.passed else "gate FAILED") in result.stdout
+
+
+def test_the_shipped_recipe_continues_the_default_adapter_on_an_export(tmp_path):
+    raw = yaml.safe_load((REPO / "training" / "configs" / "adapt" / "from-corrections.yaml").read_text())
+    export = _export(tmp_path / "corrections")
+    for source in raw["train"] + raw["dev"]:
+        if source["dataset"] == "jsonl":
+            source["path"] = str(export)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    config = load_config(path)
+    assert config.init_adapter == "default" and [s.weight for s in config.train] == [4.0, 0.25]
+    assert config.train[0].resolved_label_set() == "dailydialog"
