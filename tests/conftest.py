@@ -42,6 +42,14 @@ def tiny_adapter(tmp_path_factory, tiny_model) -> Path:
 
 
 @pytest.fixture(scope="session")
+def second_tiny_adapter(tmp_path_factory, tiny_model) -> Path:
+    """Another random adapter of the same shape (another seed): two adapters to compare."""
+    from tiny_model import build_lora_adapter
+
+    return build_lora_adapter(tiny_model, tmp_path_factory.mktemp("tiny-lora-2"), rank=8, seed=7)
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_model, tiny_adapter):
     """One real vLLM engine (CPU build here) over the tiny model, shared by the whole session."""
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")

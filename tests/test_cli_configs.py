@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 REQUIRED = {
     "eval": ["--dataset", "meld"], "train": ["--config", "c.yaml"], "push": ["turns.jsonl"],
     "describe": ["clip.mp4", "--start", "0", "--end", "1"], "label": ["--manifest", "m.csv", "--out", "o.parquet"],
-    "alerts": ["--rules", "r.yaml"], "forget": ["--conversation", "c"],
+    "alerts": ["--rules", "r.yaml"], "forget": ["--conversation", "c"], "corrections": ["--out", "exported"],
+    "gate": ["--candidate", "new=adapters/new"],
 }
 
 

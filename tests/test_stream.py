@@ -144,6 +144,7 @@ def test_a_conversation_gets_one_label_per_turn_with_its_context(r, prefix, pool
     for k, label in by_turn.items():
         assert label.source_id == ids[k] and label.conversation_id == "call-1"
         assert label.model == pool.model and label.adapter is None and label.flags == []
+        assert label.label_set == "meld"  # what a correction of it checks the corrected label against
         assert set(label.probs) == {"neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"}
         assert abs(sum(label.probs.values()) - 1) < 1e-3 and label.probs[label.label] == label.confidence
         assert label.latency_ms > 0

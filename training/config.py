@@ -47,16 +47,24 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class DataSource:
-    """One dataset split; `limit` takes its first N labelled turns (a bounded run)."""
+    """One dataset split; `limit` takes its first N labelled turns (a bounded run); `weight` is how
+    many times an epoch sees each of its conversations on average (a repeat factor: 3 repeats them
+    three times, 0.5 takes half of them, 2.5 twice each plus a seeded half once more)."""
 
     dataset: str = field(metadata=field_help("dataset name (meld, emorynlp, iemocap, dailydialog, jsonl)"))
     split: str = field(default="train", metadata=field_help("train, dev or test"))
     path: str | None = field(default=None, metadata=field_help(
         "data root, dataset folder or file (default: the data root)"))
     limit: int | None = field(default=None, metadata=field_help("take the first N labelled turns only"))
+    label_set: str | None = field(default=None, metadata=field_help(
+        "the label set of a jsonl dataset (default: the one in the folder's manifest.json, as `corrections "
+        "export` writes it, else meld)"))
+    weight: float = field(default=1.0, metadata=field_help(
+        "train sources: sampling weight, the times an epoch sees each conversation on average (> 0)"))
 
     def validate(self, where: str) -> None:
         from pipeline.core.datasets import DATASETS, SPLITS, resolve_data_root
+        from pipeline.core.labels import LABEL_SETS
 
         if self.dataset not in DATASETS:
             raise ConfigError(f"{where}.dataset: unknown dataset {self.dataset!r} (known: {', '.join(DATASETS)})")
@@ -64,12 +72,25 @@ class DataSource:
             raise ConfigError(f"{where}.split: unknown split {self.split!r}")
         if self.limit is not None and self.limit <= 0:
             raise ConfigError(f"{where}.limit: must be > 0, got {self.limit}")
+        if not self.weight > 0:
+            raise ConfigError(f"{where}.weight: must be > 0, got {self.weight}")
+        if self.label_set is not None and self.label_set not in LABEL_SETS:
+            raise ConfigError(f"{where}.label_set: unknown label set {self.label_set!r} "
+                              f"(known: {', '.join(LABEL_SETS)})")
         if self.path is not None and not Path(self.path).expanduser().exists():
             raise ConfigError(f"{where}.path: {self.path} does not exist")
         try:
             DATASETS[self.dataset].locate(self.split, resolve_data_root(self.path))
         except Exception as e:  # noqa: BLE001 - any failure to find the data is this field's fault
             raise ConfigError(f"{where}: {e}") from None
+
+    def resolved_label_set(self) -> str | None:
+        """The label set to read a jsonl source with: its own, else its export's manifest, else None."""
+        if self.label_set is not None or self.dataset != "jsonl" or self.path is None:
+            return self.label_set
+        from pipeline.core.corrections import export_label_set
+
+        return export_label_set(Path(self.path).expanduser())
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,9 @@ class TrainConfig:
     decision_rule: str = field(default="argmax", metadata=field_help(
         "argmax: the most probable label; fitted: argmax of p x w, w fitted on dev per label set for "
         "(weighted-F1 + macro-F1) / 2 and stored with the adapter (probabilities unchanged)"))
+    init_adapter: str | None = field(default=None, metadata=field_help(
+        "start from this LoRA adapter folder's weights instead of a fresh LoRA (default: the shipped adapter, "
+        "training/default_adapter); its rank, alpha, modules and layers must be the lora section's"))
     lora: LoraSettings = LoraSettings()
     train: tuple[DataSource, ...] = (DataSource("meld", "train"),)
     dev: tuple[DataSource, ...] = (DataSource("meld", "dev"),)
@@ -195,6 +219,10 @@ class TrainConfig:
             source.validate(f"train[{i}]")
         for i, source in enumerate(self.dev):
             source.validate(f"dev[{i}]")
+            if source.weight != 1.0:
+                raise ConfigError(f"dev[{i}].weight: weights apply to train sources only")
+        if self.init_adapter is not None:
+            check_init_adapter(self.init_adapter, self.lora)
         self.optim.validate("optim")
         self.scaling.validate("scaling")
         if self.model is not None:
@@ -205,6 +233,48 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def init_adapter_dir(value: str) -> Path:
+    """The folder `init_adapter` names (`default`: the shipped adapter)."""
+    if value == "default":
+        from workers.model_store import default_adapter_dir
+
+        shipped = default_adapter_dir()
+        if shipped is None:
+            raise ConfigError("init_adapter: default names the shipped adapter, which this install does not have")
+        return Path(shipped)
+    return Path(value).expanduser()
+
+
+def check_init_adapter(value: str, lora: LoraSettings) -> None:
+    """`init_adapter` is a PEFT LoRA folder whose shape is the config's `lora` (the same trained parameters)."""
+    import json
+
+    folder = init_adapter_dir(value)
+    config_file = folder / "adapter_config.json"
+    if not config_file.is_file():
+        raise ConfigError(f"init_adapter: {folder} is not a PEFT adapter folder (no adapter_config.json)")
+    try:
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"init_adapter: {config_file} is not readable JSON ({e})") from None
+    if saved.get("peft_type") != "LORA":
+        raise ConfigError(f"init_adapter: {folder} is a {saved.get('peft_type')!r} adapter, not LoRA")
+    modules = saved.get("target_modules") or ()
+    layers = saved.get("layers_to_transform")
+    wanted = {"r": (saved.get("r"), lora.r), "alpha": (saved.get("lora_alpha"), lora.alpha),
+              "target_modules": (sorted([modules] if isinstance(modules, str) else modules),
+                                 sorted(lora.target_modules))}
+    for name, (theirs, ours) in wanted.items():
+        if theirs != ours:
+            raise ConfigError(f"lora.{name}: {ours} differs from init_adapter's {theirs} ({folder})")
+    if lora.top_layers is None and layers:
+        raise ConfigError(f"lora.top_layers: init_adapter trains layers {min(layers)}-{max(layers)} only; "
+                          f"set top_layers: {len(layers)}")
+    if lora.top_layers is not None and (not layers or len(layers) != lora.top_layers):
+        raise ConfigError(f"lora.top_layers: {lora.top_layers} differs from init_adapter's "
+                          f"{len(layers) if layers else 'every layer'} ({folder})")
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:

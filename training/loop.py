@@ -47,7 +47,7 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
     `checkpoint_root/last-step`. `resume` is a step or epoch checkpoint folder.
     """
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, get_linear_schedule_with_warmup
 
     from pipeline.core.prompter import Prompter
@@ -81,10 +81,21 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
     lora = LoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                       target_modules=list(config.lora.target_modules), task_type="CAUSAL_LM",
                       layers_to_transform=list(range(split, layers)) if top else None)
-    model = get_peft_model(base, lora)
+    if config.init_adapter is not None:
+        # Continue from an adapter: its weights, the same LoRA shape (checked with the config).
+        from training.config import init_adapter_dir
+
+        folder = init_adapter_dir(config.init_adapter)
+        saved = LoraConfig.from_pretrained(str(folder))
+        saved.lora_dropout, saved.inference_mode = config.lora.dropout, False
+        model = PeftModel.from_pretrained(base, str(folder), config=saved, is_trainable=True)
+        say(f"starting from the adapter in {folder}")
+    else:
+        model = get_peft_model(base, lora)
 
     prompter = Prompter(tokenizer, config.context_turns, config.max_model_len, config.prompt, config.window_step)
-    train_examples, skipped = encode_examples(requests_from(config.train, config.context_turns), prompter)
+    train_examples, skipped = encode_examples(requests_from(config.train, config.context_turns, config.optim.seed),
+                                              prompter)
     dev_examples, _ = encode_examples(requests_from(config.dev, config.context_turns), prompter)
     spaces = {name: prompter.space(name) for name in {e.label_set for e in train_examples + dev_examples}}
     weights = train_class_weights(train_examples, spaces, config.class_weight_power)

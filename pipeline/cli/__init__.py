@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from pipeline.cli import alerts, bench, configs, evaluate, label, stream, train, video, watch
+from pipeline.cli import alerts, bench, configs, evaluate, gate, label, stream, train, video, watch
 from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.logs import quiet_libraries
@@ -28,6 +28,9 @@ COMMANDS: dict[str, Union[Command, Group]] = {
     "eval": ("evaluate on a dataset split; write a JSON report and a PNG", configs.EvalConfig, evaluate.run_eval),
     "train": ("fine-tune a LoRA adapter with Ray Train (see training/configs/)", configs.TrainRunConfig,
               train.run_train),
+    "gate": ("evaluate a new adapter against the served one on the corrections' dev part and held-back sets; "
+             "exit 0 only when it is better on the corrections and at most --margin worse on the rest",
+             configs.GateConfig, gate.run_gate),
     "serve": ("label turns from a Redis stream until SIGTERM", configs.ServeConfig, stream.run_serve),
     "push": ("send a conversation file (MELD CSV or JSONL) turn by turn to the input stream", configs.PushConfig,
              stream.run_push),
@@ -36,9 +39,13 @@ COMMANDS: dict[str, Union[Command, Group]] = {
              configs.DemoConfig, stream.run_demo_command),
     "replay": ("put dead-lettered entries back on the input stream (after a fix)", configs.ReplayConfig,
                stream.run_replay),
-    "forget": ("delete one conversation's stored texts on request: its context hash and its entries in the input "
-               "and dead-letter streams (--labels: its labels and alerts too)", configs.ForgetConfig,
+    "forget": ("delete one conversation's stored texts on request: its context hash and its entries in the input, "
+               "dead-letter and corrections streams (--labels: its labels and alerts too)", configs.ForgetConfig,
                stream.run_forget),
+    "corrections": ("supervisors' corrections (watch --corrections)", {
+        "export": ("each corrected turn with the turns before it as JSONL (train and a held-back dev part, split by "
+                   "conversation; texts redacted)", configs.CorrectionsExportConfig, stream.run_corrections_export),
+    }),
     "describe": ("describe a video segment in words (as the prompt gets it)", configs.DescribeConfig,
                  video.run_describe),
     "label": ("label a manifest of turns (CSV, JSONL, Parquet; MELD's CSV as it is) into a Parquet folder, "

@@ -19,8 +19,10 @@ from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.datasets import DATASETS, SPLITS
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
+from pipeline.core.redaction import RedactionConfig
 from pipeline.labelling.job import LabelJob
 from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, StreamConfig, redis_url_field
+from pipeline.watch.config import DEFAULT_CORRECTIONS_STREAM
 from workers.engine_config import EngineConfig
 from workers.engine_pool import PoolConfig
 from workers.video.actors import VideoPoolConfig
@@ -206,6 +208,8 @@ class ForgetConfig:
         "also delete the conversation's entries in the labels and alerts streams"))
     out_stream: str = field(default=DEFAULT_OUT_STREAM, metadata=field_help("labels stream (with --labels)"))
     alerts_stream: str = field(default=DEFAULT_ALERTS_STREAM, metadata=field_help("alerts stream (with --labels)"))
+    corrections_stream: str = field(default=DEFAULT_CORRECTIONS_STREAM, metadata=field_help(
+        "corrections stream: the conversation's corrections (they hold its texts) are deleted too"))
     dry_run: bool = field(default=False, metadata=field_help("count what would be deleted, delete nothing"))
 
     def __post_init__(self) -> None:
@@ -215,11 +219,116 @@ class ForgetConfig:
     @property
     def streams(self) -> tuple[str, ...]:
         """The streams searched for the conversation's entries."""
-        mine = (self.in_stream, self.dead_stream or f"{self.in_stream}:dead")
+        mine = (self.in_stream, self.dead_stream or f"{self.in_stream}:dead", self.corrections_stream)
         return mine + ((self.out_stream, self.alerts_stream) if self.labels else ())
 
     def redis_keys(self) -> tuple[str, ...]:
         return self.streams
+
+
+@dataclass(frozen=True)
+class CorrectionsExportConfig:
+    """`dialoguellm corrections export`."""
+
+    out: str = field(metadata=field_help(
+        "folder for train.jsonl, dev.jsonl (the held-back part) and manifest.json", metavar="DIR"))
+    redis_url: str = redis_url_field()
+    corrections_stream: str = field(default=DEFAULT_CORRECTIONS_STREAM, metadata=field_help("the corrections"))
+    in_stream: str = field(default=DEFAULT_IN_STREAM, metadata=field_help(
+        "input stream whose context store (IN_STREAM:ctx:ID) gives texts a correction was saved without"))
+    label_set: str | None = label_set_field(None, "export the corrections of this label set (default: the only "
+                                                  "one among the corrections)")
+    dev_share: float = field(default=0.2, metadata=field_help(
+        "share of conversations held back as dev (chosen by a hash of the conversation id: deterministic)"))
+    raw_text: bool = field(default=False, metadata=field_help(
+        "UNREDACTED: write the texts as stored (default: card numbers, IBANs, e-mail addresses and phone numbers "
+        "replaced, as everywhere texts leave the worker)"))
+    redaction: RedactionConfig = field(default_factory=RedactionConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dev_share < 1:
+            raise ConfigError(f"dev_share: must be in [0, 1), got {self.dev_share}")
+        if not self.out:
+            raise ConfigError("out: must not be empty")
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return (self.corrections_stream,)
+
+
+def _parse_sets(values: list[str]) -> tuple[tuple[str, str, str | None], ...]:
+    """`DATASET[:SPLIT][=PATH]` (split default dev) as (dataset, split, path)."""
+    out = []
+    for value in values:
+        name, _, path = value.partition("=")
+        dataset, _, split = name.partition(":")
+        dataset, split = dataset.strip(), split.strip() or "dev"
+        if dataset not in DATASETS:
+            raise ConfigError(f"sets: unknown dataset {dataset!r} in {value!r} (known: {', '.join(DATASETS)})")
+        if split not in SPLITS:
+            raise ConfigError(f"sets: unknown split {split!r} in {value!r} (known: {', '.join(SPLITS)})")
+        out.append((dataset, split, path.strip() or None))
+    return tuple(out)
+
+
+def _parse_adapter(value: str, where: str) -> tuple[str, str | None]:
+    """`NAME=PATH`; for `against` also `default` (the shipped adapter) or `base` (the bare model)."""
+    from workers.adapters import BASE_MODEL
+    from workers.model_store import DEFAULT_ADAPTER, default_adapter_dir
+
+    if where == "against" and value in (DEFAULT_ADAPTER, BASE_MODEL):
+        if value == BASE_MODEL:
+            return BASE_MODEL, None
+        shipped = default_adapter_dir()
+        if shipped is None:
+            raise ConfigError("against: this install has no shipped default adapter; give NAME=PATH")
+        return DEFAULT_ADAPTER, str(shipped)
+    name, sep, path = value.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise ConfigError(f"{where}: expected NAME=PATH, got {value!r}")
+    if name.strip() == BASE_MODEL:
+        raise ConfigError(f"{where}: the name {BASE_MODEL!r} is reserved for the bare model")
+    return name.strip(), path.strip()
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """`dialoguellm gate`."""
+
+    candidate: str = field(metadata=field_help("the new adapter, as NAME=PATH", metavar="NAME=PATH"))
+    against: str = field(default="default", metadata=field_help(
+        "the adapter it must beat: NAME=PATH, default (the shipped adapter) or base (the bare model)",
+        metavar="NAME=PATH|default|base"))
+    corrections: str = field(default="corrections", metadata=field_help(
+        "the folder `corrections export` wrote: its dev.jsonl is the set the candidate must be better on",
+        metavar="DIR"))
+    sets: tuple[tuple[str, str, str | None], ...] = field(default=(("meld", "dev", None),), metadata=field_help(
+        "a held-back set the candidate may be at most --margin worse on (repeatable; default: meld:dev); "
+        "PATH: a data root, folder or file (a corrections export folder for jsonl)", flag="--set",
+        parse=_parse_sets, metavar="DATASET[:SPLIT][=PATH]"))
+    margin: float = field(default=0.02, metadata=field_help(
+        "how much worse (in --metric) the candidate may be on the other sets"))
+    metric: str = field(default="weighted_f1", metadata=field_help(
+        "the figure the decision reads", choices=("weighted_f1", "macro_f1")))
+    limit: int | None = field(default=None, metadata=field_help("evaluate the first N labelled turns of each set"))
+    batch_size: int = field(default=256, metadata=field_help("turns per engine call"))
+    report: str | None = field(default=None, metadata=field_help(
+        "write both adapters' reports and the decision as JSON here", metavar="FILE"))
+    data: str | None = data_field()
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit", "batch_size")
+        if self.margin < 0:
+            raise ConfigError(f"margin: must be ≥ 0, got {self.margin}")
+        if self.engine.adapters:
+            raise ConfigError("adapter: the gate serves --candidate and --against; give no --adapter")
+        (candidate, _), (against, _) = self.adapters()
+        if candidate == against:
+            raise ConfigError(f"against: must be another name than the candidate's ({candidate!r})")
+
+    def adapters(self) -> tuple[tuple[str, str | None], tuple[str, str | None]]:
+        """(name, path) of the candidate and of the adapter it is measured against (path None: the bare model)."""
+        return _parse_adapter(self.candidate, "candidate"), _parse_adapter(self.against, "against")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`dialoguellm serve | push | tail | demo | replay | forget`: the stream flows on the command line."""
+"""`dialoguellm serve | push | tail | demo | replay | forget | corrections export`: the stream flows on the
+command line."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import logging
 import time
 import uuid
 
-from pipeline.cli.configs import DemoConfig, ForgetConfig, PushConfig, ReplayConfig, ServeConfig, TailConfig
+from pipeline.cli.configs import (
+    CorrectionsExportConfig,
+    DemoConfig,
+    ForgetConfig,
+    PushConfig,
+    ReplayConfig,
+    ServeConfig,
+    TailConfig,
+)
 from pipeline.cli.preflight import preflight
 from pipeline.core.errors import DataError
 from pipeline.stream.context_store import context_key
@@ -165,4 +174,36 @@ def run_forget(config: ForgetConfig) -> int:
         entries = ", ".join(f"{n} in {stream}" for stream, n in f.entries.items()) or "no stream entries"
         print(f"{f.conversation_id}: {verb} {f.context_turns} stored turns "
               f"({context_key(config.in_stream, f.conversation_id)}), entries: {entries}")
+    return 0
+
+
+def run_corrections_export(config: CorrectionsExportConfig) -> int:
+    import redis
+
+    from pipeline.core.corrections import build_export, latest_corrections, write_export
+    from pipeline.core.redaction import redactor
+    from pipeline.stream.corrections import read_corrections, stored_turns
+
+    preflight(config)
+    client = redis.Redis.from_url(config.redis_url)
+    messages, unreadable = read_corrections(client, config.corrections_stream)
+    latest = latest_corrections(messages)
+    label_sets = sorted({m.label_set for m in latest.values()})
+    label_set = config.label_set or (label_sets[0] if len(label_sets) == 1 else None)
+    if label_set is None:
+        raise DataError(f"{config.corrections_stream}: " + (
+            "no corrections to export" if not label_sets else
+            f"corrections of several label sets ({', '.join(label_sets)}): pick one with --label-set"))
+    stored = stored_turns(client, config.in_stream, {cid for cid, _ in latest})
+    redact = (lambda text: text) if config.raw_text else redactor(config.redaction)
+    export = build_export(latest, label_set, config.dev_share, redact, stored)
+    write_export(export, config.out, {"dev_share": config.dev_share, "redacted": not config.raw_text,
+                                      "stream": config.corrections_stream, "corrections_read": len(messages)})
+    print(f"{len(messages)} corrections read ({len(latest)} turns, the last correction of each), label set "
+          f"{label_set}: train {export.corrected['train']} corrected turns in {export.conversations['train']} "
+          f"conversations, dev {export.corrected['dev']} in {export.conversations['dev']}"
+          + (f"; {export.without_text} left out (no text kept)" if export.without_text else "")
+          + (f"; {unreadable} unreadable entries skipped" if unreadable else "")
+          + "".join(f"; {n} of label set {name} not exported" for name, n in export.other_label_sets.items()))
+    print(f"wrote {config.out}/train.jsonl, dev.jsonl, manifest.json" + (" (texts UNREDACTED)" if config.raw_text else ""))
     return 0

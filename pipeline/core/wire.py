@@ -129,6 +129,7 @@ class LabelMessage:
     description: str | None = None
     flags: list[str] = field(default_factory=list)
     speaker: str = ""
+    label_set: str | None = None  # None: written before labels named it (`label_set_of(probs)` then)
 
     def encode(self) -> dict[str, bytes]:
         return {PAYLOAD: msgpack.packb(asdict(self), use_bin_type=True)}
@@ -142,6 +143,63 @@ class LabelMessage:
     def decode(cls, fields: Mapping[Any, Any]) -> LabelMessage:
         """The message in an entry; keys this version does not know are ignored (forward compatible)."""
         return _decode_known(cls, fields)
+
+
+def label_set_of(label: LabelMessage) -> str | None:
+    """The label set a label was given in: the one it names, else the one whose labels are exactly
+    its probabilities' keys (labels written before they named it); None when neither is known."""
+    if isinstance(label.label_set, str) and label.label_set in LABEL_SETS:
+        return label.label_set
+    keys = set(label.probs) if isinstance(label.probs, dict) else set()
+    return next((name for name, s in LABEL_SETS.items() if keys and set(s.labels) == keys), None)
+
+
+@dataclass(frozen=True)
+class ContextTurn:
+    """A turn as a correction keeps it: what the prompt of a later training example needs."""
+
+    turn_id: int
+    speaker: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CorrectionMessage:
+    """A supervisor's correction of one served label (the corrections stream, written by `watch
+    --corrections`). It changes nothing already written: the label stays in the labels stream.
+
+    `source_id`, `label_set`, `served_label`, `adapter` and `model` are those of the label
+    corrected (as the page's server read them from the labels stream, never from the request);
+    `who` is the name its token has in the tokens file; `at` the Unix time (s) it was made. `text`
+    is the turn's text and `context` the turns before it (oldest first), from the context store
+    when the correction was made (redacted unless the server was told otherwise; None / fewer
+    turns when the store no longer kept them), so an export still has them after the store expired.
+    """
+
+    conversation_id: str
+    turn_id: int
+    source_id: str
+    label_set: str
+    served_label: str
+    corrected_label: str
+    who: str
+    at: float
+    adapter: str | None = None
+    model: str = ""
+    speaker: str = ""
+    text: str | None = None
+    context: list[ContextTurn] = field(default_factory=list)
+
+    def encode(self) -> dict[str, bytes]:
+        return {PAYLOAD: msgpack.packb(asdict(self), use_bin_type=True)}
+
+    @classmethod
+    def decode(cls, fields: Mapping[Any, Any]) -> CorrectionMessage:
+        """The correction in an entry; unknown keys are ignored (forward compatible)."""
+        message = _decode_known(cls, fields)
+        context = [ContextTurn(t["turn_id"], str(t.get("speaker", "")), t["text"]) for t in message.context or ()
+                   if isinstance(t, dict) and isinstance(t.get("text"), str) and isinstance(t.get("turn_id"), int)]
+        return dataclasses.replace(message, context=context)
 
 
 @dataclass(frozen=True)

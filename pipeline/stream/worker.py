@@ -305,6 +305,7 @@ class StreamWorker:
             label = LabelMessage(
                 message.conversation_id, message.turn_id, answer.label, answer.confidence, answer.probs,
                 answer.adapter, self.pool.model, entry.id, 0.0, message.description, flags, message.speaker,
+                message.label_set,
             )
             outcomes.append(Outcome(entry, OUTPUT, label))
         return sorted(outcomes, key=lambda o: position[o.entry.id])  # written in the order read
@@ -312,7 +313,8 @@ class StreamWorker:
     def _context_only(self, entry: Entry, message: TurnMessage) -> LabelMessage:
         """The output of a turn the speaker policy leaves unlabelled: no label, confidence or probabilities."""
         return LabelMessage(message.conversation_id, message.turn_id, None, None, {}, None, self.pool.model,
-                            entry.id, 0.0, message.description, [FLAG_CONTEXT_ONLY], message.speaker)
+                            entry.id, 0.0, message.description, [FLAG_CONTEXT_ONLY], message.speaker,
+                            message.label_set)
 
     async def _answers(self, requests: list[LabelRequest]) -> list[Prediction | DialogueLLMError | EngineFailure]:
         """The pool's answers; a batch the engine fails is halved and retried at once, so one turn

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.core.wire import AlertMessage, LabelMessage
+from pipeline.core.wire import AlertMessage, CorrectionMessage, LabelMessage, label_set_of
 from pipeline.watch.negative import negative_score
 
 EntryId = tuple[int, int]
@@ -42,6 +42,11 @@ class TurnLabel:
     confidence: float | None
     probs: dict[str, float]
     negative: float | None
+    # What a correction of this turn records about the label it corrects (from the labels stream).
+    source_id: str = ""
+    adapter: str | None = None
+    model: str = ""
+    label_set: str | None = None
 
     @property
     def context_only(self) -> bool:
@@ -53,9 +58,24 @@ class TurnLabel:
         if isinstance(m.turn_id, bool) or not isinstance(m.probs, dict):
             raise TypeError("turn_id must be an integer and probs a map")
         if m.context_only:
-            return cls(int(m.turn_id), str(m.speaker), None, None, {}, None)
+            return cls(int(m.turn_id), str(m.speaker), None, None, {}, None, str(m.source_id),
+                       model=str(m.model), label_set=getattr(m, "label_set", None))
         probs = {str(k): float(v) for k, v in m.probs.items()}
-        return cls(int(m.turn_id), str(m.speaker), str(m.label), float(m.confidence), probs, negative_score(probs))
+        return cls(int(m.turn_id), str(m.speaker), str(m.label), float(m.confidence), probs, negative_score(probs),
+                   str(m.source_id), None if m.adapter is None else str(m.adapter), str(m.model), label_set_of(m))
+
+
+@dataclass(frozen=True)
+class Correction:
+    """The latest correction of one turn, as the page shows it beside the served label."""
+
+    label: str
+    who: str
+    at: float
+
+    @classmethod
+    def of(cls, m: CorrectionMessage) -> Correction:
+        return cls(str(m.corrected_label), str(m.who), float(m.at))
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class ConversationRow:
     changed: EntryId
     turns: dict[int, TurnLabel] = field(default_factory=dict)
     episodes: dict[str, Episode] = field(default_factory=dict)
+    corrections: dict[int, Correction] = field(default_factory=dict)
 
     def latest(self) -> TurnLabel | None:
         """The latest turn, labelled or context only (whose speaker the row shows)."""
@@ -127,6 +148,19 @@ class Board:
         episode = Episode.of(message)
         conv = self._touch(str(message.conversation_id), entry_id)
         conv.episodes[episode.rule] = episode
+        return conv.conversation_id
+
+    def add_correction(self, entry_id: EntryId, message: CorrectionMessage) -> str:
+        """Apply a correction entry: the latest correction of a turn is the one shown."""
+        correction = Correction.of(message)
+        turn_id = message.turn_id
+        if isinstance(turn_id, bool) or not isinstance(turn_id, int):
+            raise TypeError("turn_id must be an integer")
+        conv = self._touch(str(message.conversation_id), entry_id)
+        conv.corrections[turn_id] = correction
+        if len(conv.corrections) > self.keep_turns:
+            for old in sorted(conv.corrections)[:-self.keep_turns]:
+                del conv.corrections[old]
         return conv.conversation_id
 
     def expire(self, now_ms: int) -> list[str]:
@@ -182,6 +216,11 @@ def detail(conv: ConversationRow, texts: dict[int, dict[str, str]] | None) -> di
                                "confidence": _round(t.confidence, 4), "negative": _round(t.negative, 4),
                                "probs": {k: round(v, 4) for k, v in t.probs.items()},
                                "context_only": t.context_only}
+        if t.label_set is not None:
+            row["label_set"] = t.label_set
+        correction = conv.corrections.get(t.turn_id)
+        if correction is not None:
+            row["corrected"] = {"label": correction.label, "who": correction.who, "at": correction.at}
         if texts is not None:
             row["text"] = texts.get(t.turn_id, {}).get("text")
         turns.append(row)

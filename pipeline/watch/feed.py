@@ -1,7 +1,8 @@
-"""Everything the page reads from Redis, read-only: the board kept in step with the labels and
-alerts streams (XRANGE over the window at start, then XREAD), its changes fanned out to the
+"""Everything the page reads from Redis: the board kept in step with the labels, alerts and
+corrections streams (XRANGE over the window at start, then XREAD), its changes fanned out to the
 connected pages, and a conversation's texts from the context store (HGETALL), redacted on the
-way out (`pipeline.core.redaction`) unless the config says `show_raw_text`.
+way out (`pipeline.core.redaction`) unless the config says `show_raw_text`. The one write, a
+correction (XADD to the corrections stream), is `pipeline.watch.corrections`'.
 
 Pages subscribe with the cursor they last saw and get, in the same step (nothing can come in
 between on the event loop), the conversations changed since and a queue of later changes. A page
@@ -22,7 +23,7 @@ from typing import Any
 import msgpack
 
 from pipeline.core.redaction import redactor
-from pipeline.core.wire import AlertMessage, LabelMessage, as_text
+from pipeline.core.wire import AlertMessage, CorrectionMessage, LabelMessage, as_text
 from pipeline.stream.context_store import context_key
 from pipeline.stream.redis_retry import RedisRetry
 from pipeline.watch.board import Board, EntryId, detail, format_entry_id, parse_entry_id, summary
@@ -60,7 +61,7 @@ class Feed:
     async def load(self) -> None:
         """The window's entries of both streams (XRANGE, in chunks)."""
         start = f"{self._now_ms() - self.config.window_ms}-0"
-        for stream in (self.config.labels_stream, self.config.alerts_stream):
+        for stream in self.streams:
             self.positions[stream], low = start, start
             while entries := await self.redis.xrange(stream, min=low, count=READ_COUNT):
                 self._apply(stream, entries)
@@ -81,6 +82,10 @@ class Feed:
             dropped = self.board.expire(self._now_ms())
             if changed or dropped:
                 self._publish(changed - set(dropped), dropped)
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        return (self.config.labels_stream, self.config.alerts_stream, self.config.corrections_stream)
 
     def subscribe(self, since: EntryId | None) -> tuple[Change, asyncio.Queue[Change | None]]:
         """The conversations changed at or after `since` (None: all) and the queue of later changes."""
@@ -122,12 +127,15 @@ class Feed:
 
     def _apply(self, stream: str, entries: list) -> set[str]:
         is_labels = stream == self.config.labels_stream
+        is_correction = stream == self.config.corrections_stream
         changed = set()
         for raw_id, fields in entries:
             entry_id = parse_entry_id(as_text(raw_id))
             try:
                 if is_labels:
                     changed.add(self.board.add_label(entry_id, LabelMessage.decode(fields)))
+                elif is_correction:
+                    changed.add(self.board.add_correction(entry_id, CorrectionMessage.decode(fields)))
                 else:
                     changed.add(self.board.add_alert(entry_id, AlertMessage.decode(fields)))
             except (ValueError, TypeError, AttributeError) as e:  # not ours to fix: shown as a count in the log

@@ -257,6 +257,17 @@ function drawDetail(conv) {
     const label = el("td", "label");
     label.append(el("span", "swatch " + emotionClass(t.label)), el("span", "", t.label ?? NOT_LABELLED),
                  el("span", "conf", context ? "" : t.confidence.toFixed(2)));
+    // The served label stays; a correction shows beside it (the labels stream is never changed).
+    if (t.corrected) {
+      const fixed = el("div", "corrected");
+      fixed.append(el("span", "", "→ "), el("span", "swatch " + emotionClass(t.corrected.label)),
+                   el("span", "corrected-label", t.corrected.label), el("span", "who", " by " + t.corrected.who));
+      label.append(fixed);
+    }
+    // Context-only turns have no emotion to correct (their speaker is not labelled).
+    if (!context && state.meta.corrections && state.meta.label_sets[t.label_set]) {
+      label.append(correctionPicker(conv.id, t));
+    }
     const probs = el("td", "probs");
     if (context) probs.append(el("span", "context-note", "context only: no emotion inferred"));
     const names = Object.keys(t.probs).sort((a, b) => (order.get(a) ?? 1e9) - (order.get(b) ?? 1e9));
@@ -275,6 +286,44 @@ function drawDetail(conv) {
     tr.append(el("td", "tid", String(t.turn_id)), speaker, label, probs);
     return tr;
   }));
+}
+
+// A supervisor's correction: one of the turn's label set's labels, sent as JSON with the write
+// header (a cross-site form can send neither); the server takes who made it from the token.
+function correctionPicker(cid, turn) {
+  const select = el("select", "correct");
+  select.setAttribute("aria-label", `correct the label of turn ${turn.turn_id}`);
+  const prompt = el("option", "", "correct…");
+  prompt.value = "";
+  select.append(prompt, ...state.meta.label_sets[turn.label_set].map((name) => {
+    const option = el("option", "", name);
+    option.value = name;
+    return option;
+  }));
+  select.addEventListener("change", () => {
+    if (select.value) sendCorrection(cid, turn.turn_id, select.value, select);
+  });
+  return select;
+}
+
+async function sendCorrection(cid, turnId, label, select) {
+  select.disabled = true;
+  const note = document.getElementById("detail-note");
+  try {
+    const reply = await fetch("/api/corrections", {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-DialogueLLM-Write": "1" },
+      body: JSON.stringify({ conversation_id: cid, turn_id: turnId, label: label }),
+    });
+    const answer = await reply.json().catch(() => ({}));
+    note.textContent = reply.ok ? `turn ${turnId}: corrected to ${label}` : `not saved: ${answer.error || reply.status}`;
+    note.classList.toggle("error", !reply.ok);
+  } catch (e) {
+    note.textContent = "not saved: the server did not answer";
+    note.classList.add("error");
+  } finally {
+    select.disabled = false;
+  }
 }
 
 start();
