@@ -216,3 +216,18 @@ def test_label_with_label_speakers_labels_customers_only(tiny_model, tmp_path):
             assert row["context_only"] and pd.isna(row["label"]) and pd.isna(row["confidence"])
             assert pd.isna(row["probs"])
         assert pd.isna(row["error"])
+
+
+def test_the_output_holds_the_utterances_redacted_unless_raw_text_is_asked():
+    import pandas as pd
+
+    from pipeline.core.redaction import redactor
+    from pipeline.labelling.manifest import output_columns
+
+    batch = pd.DataFrame({"conversation_id": ["c"], "turn_id": [0], "speaker": ["Customer"],
+                          "text": ["card 4111 1111 1111 1111, order 1234 5678 9012 3456"], "_row": [0],
+                          "label": ["anger"], "confidence": [0.9], "probs": ['{"anger": 0.9}'], "description": [None],
+                          "error": [""], "context_only": [False]})
+    redacted = output_columns(batch, redactor()).to_pandas()["text"][0]
+    assert redacted == "card <CARD>, order 1234 5678 9012 3456"
+    assert output_columns(batch).to_pandas()["text"][0] == batch["text"][0]

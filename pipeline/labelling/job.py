@@ -41,6 +41,9 @@ class LabelJob:
     cache_dir: str | None = field(default=None, metadata=field_help(
         "description cache (default: $DIALOGUELLM_HOME/descriptions)"))
     label_speakers: str | None = label_speakers_field()
+    raw_text: bool = field(default=False, metadata=field_help(
+        "write the manifest's utterances into the output as they are (default: redacted, as every text our "
+        "commands write for people or training; see Redaction)"))
     # Engine actors: `engines`, their GPUs and CPUs, batches in flight each, the Ray cluster.
     pool: PoolConfig = field(default_factory=PoolConfig)
     video: VideoPoolConfig = field(default_factory=VideoPoolConfig)
@@ -149,7 +152,7 @@ def run_label_job(job: LabelJob, engine_config: Any) -> dict[str, Any]:
                                                 max_concurrent_calls_per_actor=inflight)
         ds = ds.map_batches(LabelStage, batch_format="pandas", batch_size=job.batch_size, compute=label_pool,
                             num_cpus=job.pool.cpus_per_engine, num_gpus=gpus,
-                            fn_constructor_args=(engine_config, job.label_set))
+                            fn_constructor_args=(engine_config, job.label_set, job.raw_text))
         Path(job.out).mkdir(parents=True, exist_ok=True)
         (Path(job.out) / MARKER).write_text(f"written by dialoguellm label; part files: {PART_PREFIX}*.parquet\n")
         ds.write_parquet(job.out, max_rows_per_file=job.rows_per_file, filename_provider=_part_names())

@@ -11,6 +11,7 @@ Every input column is kept; the normalised ones are added with a leading undersc
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ OUTPUT_TYPES = {"label": "large_string", "confidence": "float64", "probs": "larg
                 "description": "large_string", "error": "large_string", "context_only": "bool"}
 ROW = "manifest_row"  # the output's column for `_row`
 MELD_COLUMNS = ("Dialogue_ID", "Utterance_ID", "Speaker", "Utterance")
+TEXT_COLUMNS = ("text", "Utterance")  # the utterance, as our layout and MELD's name it
 
 
 def read_table(path: str | Path) -> Any:
@@ -145,15 +147,20 @@ def _under(root: Path | None, uri: Any) -> str | None:
     return str(root / uri)
 
 
-def output_columns(batch: Any) -> Any:
+def output_columns(batch: Any, redact: Callable[[str], str] | None = None) -> Any:
     """Every input column, `label` … `context_only`, and `manifest_row`, as an Arrow table whose
     output columns have fixed types: a batch whose rows are all context only (or none has a
     description) would otherwise be written with null-typed columns, and the folder's files could
-    not be read together."""
+    not be read together. With `redact`, the utterance columns (`text`, MELD's `Utterance`) are
+    written redacted."""
     import pyarrow as pa
 
     inputs = [c for c in batch.columns if not c.startswith("_") and c not in OUTPUT_COLUMNS]
     out = batch[inputs].copy()
+    if redact is not None:
+        for name in TEXT_COLUMNS:
+            if name in out:
+                out[name] = out[name].map(lambda t: redact(t) if isinstance(t, str) else t)
     for name in OUTPUT_COLUMNS:
         out[name] = batch[name]
     out["error"] = out["error"].replace("", None)

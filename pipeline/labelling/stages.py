@@ -67,12 +67,14 @@ class LabelStage:
     returned as the output file's columns. Rows marked `_context_only` (a speaker `label_speakers`
     leaves out) are not sent to the engine: null label, confidence and probabilities, `context_only` true."""
 
-    def __init__(self, config: EngineConfig, label_set: str) -> None:
+    def __init__(self, config: EngineConfig, label_set: str, raw_text: bool = False) -> None:
         torch_threads_for_cpu_actor()
+        from pipeline.core.redaction import redactor
         from workers.engine import EmotionEngine
 
         self.engine = EmotionEngine(config)
         self.label_set = label_set
+        self.redact = None if raw_text else redactor(config.redaction)
 
     def __call__(self, batch: Any) -> Any:
         context_only = [bool(x) for x in batch["_context_only"]] if "_context_only" in batch else [False] * len(batch)
@@ -98,7 +100,7 @@ class LabelStage:
         batch["context_only"] = context_only
         # The output columns are made here, in the actor's call, not in a task of their own: on a
         # small machine every extra task takes a core from the engine.
-        return output_columns(batch)
+        return output_columns(batch, self.redact)
 
 
 def label_requests(batch: Any, label_set: str) -> list[LabelRequest]:
