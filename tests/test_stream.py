@@ -951,7 +951,8 @@ def test_a_broken_adapter_file_dead_letters_its_turns_readably_and_the_others_ar
                 assert time.monotonic() < deadline, "the good adapter's turns were not labelled"
                 time.sleep(0.2)
             good_after = time.monotonic() - started
-            wait_for(r, cfg, 8, timeout=300, running=w)
+            # Each of the bad turns' deliveries may cost an engine restart (a broken engine is replaced).
+            wait_for(r, cfg, 8, timeout=900, running=w)
         labels, dead = assert_exactly_once(r, cfg, bad_ids + good_ids)
         assert {x.source_id for x in labels} == set(good_ids) and all(x.adapter == "good" for x in labels)
         assert {d.source_id for d in dead} == set(bad_ids)

@@ -323,9 +323,11 @@ class StreamWorker:
             return await self.pool.label(requests)
         except Exception as e:  # an engine or actor failure
             failure = EngineFailure(f"engine failed: {one_line(e)}")
-            # No engine to run on, an engine that hung (restarted), or a call that killed every
-            # engine: not split, so one such turn never hangs or kills engine after engine.
-            if len(requests) == 1 or isinstance(e, DialogueLLMError):
+            # Not split when there is no engine to run on, an engine hung (restarted), a call killed
+            # every engine, or the failure took the last live engine out of rotation (its health is
+            # being checked: the failure may have broken it): so a turn that breaks engines is
+            # retried a delivery at a time, never breaking engine after engine within one.
+            if len(requests) == 1 or isinstance(e, DialogueLLMError) or self.pool.alive == 0:
                 return [failure] * len(requests)
         half = len(requests) // 2
         return await self._answers(requests[:half]) + await self._answers(requests[half:])
