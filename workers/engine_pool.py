@@ -7,15 +7,17 @@ the Ray cluster at `ray_address` (or `$RAY_ADDRESS`), else starts a local one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.core.config_fields import field_help
-from pipeline.core.errors import ConfigError, DialogueLLMError
+from pipeline.core.errors import ConfigError, DialogueLLMError, one_line
 from pipeline.core.predictions import LabelRequest, Prediction
 from workers.engine_config import EngineConfig
 
+log = logging.getLogger("dialoguellm.engines")
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -78,6 +80,8 @@ class EnginePool:
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.config = config
+        engine_config = engine_config.with_default_adapter()
+        self.engine_config = engine_config
         self.context_turns = engine_config.context_turns
         self.prompt_tokens = 0  # since start, over every engine: all, and those the prefix caches served
         self.cached_tokens = 0
@@ -95,6 +99,68 @@ class EnginePool:
         self.adapters: list[str] = infos[0]["adapters"]
         self.default_adapter: str | None = infos[0]["default_adapter"]
         self.merged: bool = infos[0]["merged"]
+        self.lora: bool = infos[0]["lora"]
+        # What every engine serves (name -> folder), and how many times that changed: an engine
+        # back from a restart is brought up to date before it takes work (`ActorSet.on_ready`).
+        self.served: dict[str, str] = dict(engine_config.adapters)
+        self._served_version = 0
+        self.actors.on_ready = self._bring_up_to_date
+
+    @property
+    def adapter_paths(self) -> dict[str, str]:
+        """The folder of every adapter the engines serve."""
+        return dict(self.served)
+
+    async def serve(self, adapters: dict[str, str], default: str | None) -> None:
+        """Every engine serves exactly `adapters` (name -> folder, checked by the caller) with
+        `default`, one engine at a time. Engines that cannot take a LoRA (started without, or serving
+        their default merged into the model on a CPU) are restarted with LoRA on, one at a time: the
+        others keep labelling, and with a single engine its batches wait, unacknowledged, for it."""
+        adapters = dict(adapters)
+        if adapters == self.served and default == self.default_adapter:
+            return
+        restart = bool(set(adapters) - set(self.served)) and (self.merged or not self.lora)
+        before = (self.served, self.default_adapter, self.engine_config)
+        self.served, self.default_adapter = adapters, default
+        self._served_version += 1
+        config = replace(self.engine_config, adapters=adapters, default_adapter=default,
+                         enable_lora=self.lora or restart or self.engine_config.enable_lora)
+        self.engine_config = config
+        self.actors.args = (config,)  # what a replaced engine starts from
+        timeout_s = max(self.config.startup_timeout_s, 600.0)
+        try:
+            for i in range(len(self.actors.actors)):
+                if restart:
+                    await self.actors.restart(i, (config,), timeout_s)
+                    self.merged, self.lora = False, True
+                elif self.actors.is_alive(i):
+                    await self._bring_up_to_date(i)
+                # else: out of rotation; brought up to date before it is back (`ActorSet.on_ready`)
+        except BaseException as e:
+            # An engine refused (a weights file that does not load): every engine back to what it served.
+            log.error("engines could not serve the change, undoing it", extra={"error": one_line(e)})
+            self.served, self.default_adapter, self.engine_config = before
+            self._served_version += 1
+            self.actors.args = (self.engine_config if not self.lora else
+                                replace(self.engine_config, enable_lora=True),)
+            for i in range(len(self.actors.actors)):
+                if self.actors.is_alive(i):
+                    try:
+                        await self._bring_up_to_date(i)
+                    except Exception:  # noqa: BLE001 - its health check or a restart deals with it
+                        pass
+            raise
+        self.adapters = list(adapters)
+
+    async def _bring_up_to_date(self, i: int) -> None:
+        """Engine `i` serves `self.served` with the pool's default (again, if they changed meanwhile)."""
+        actor = self.actors.actors[i]
+        while True:
+            version = self._served_version
+            ref = actor.serve.remote(self.served, self.default_adapter)
+            await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.config.health_timeout_s)
+            if version == self._served_version:
+                return
 
     @property
     def accepted_adapters(self) -> list[str]:
