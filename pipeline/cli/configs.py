@@ -372,9 +372,9 @@ def _wait_field() -> Any:
 class AdaptersLoadConfig(AdaptersCommon):
     """`dialoguellm adapters load NAME PATH`."""
 
-    name: str = field(default="", metadata=field_help(
+    name: str = field(kw_only=True, metadata=field_help(
         "the adapter's name (a new version gets a new name: a name stands for one set of files)", positional=True))
-    path: str = field(default="", metadata=field_help(
+    path: str = field(kw_only=True, metadata=field_help(
         "its PEFT LoRA folder, as the workers see it, under their --adapters-root", positional=True))
     adapters_root: str | None = adapters_root_field(
         "check the folder lies under this root here too (default: the root the live workers report)")
@@ -394,7 +394,7 @@ class AdaptersLoadConfig(AdaptersCommon):
 class AdaptersDefaultConfig(AdaptersCommon):
     """`dialoguellm adapters default NAME [--share F]`."""
 
-    name: str = field(default="", metadata=field_help("the adapter turns without an `adapter` field get",
+    name: str = field(kw_only=True, metadata=field_help("the adapter turns without an `adapter` field get",
                                                       positional=True))
     share: float = field(default=1.0, metadata=field_help(
         "a canary: only this share of those turns, chosen by conversation (a conversation stays on one adapter); "
@@ -413,7 +413,7 @@ class AdaptersDefaultConfig(AdaptersCommon):
 class AdaptersUnloadConfig(AdaptersCommon):
     """`dialoguellm adapters unload NAME`."""
 
-    name: str = field(default="", metadata=field_help("the adapter to stop serving", positional=True))
+    name: str = field(kw_only=True, metadata=field_help("the adapter to stop serving", positional=True))
     wait_s: float | None = _wait_field()
 
     def __post_init__(self) -> None:
