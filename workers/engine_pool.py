@@ -158,7 +158,9 @@ class EnginePool:
         while True:
             version = self._served_version
             ref = actor.serve.remote(self.served, self.default_adapter)
-            await asyncio.wait_for(asyncio.wrap_future(ref.future()), self.config.health_timeout_s)
+            # Queued behind the batches the engine holds, then loading a LoRA: a batch's time and a probe's.
+            await asyncio.wait_for(asyncio.wrap_future(ref.future()),
+                                   self.config.engine_timeout_s + self.config.health_timeout_s)
             if version == self._served_version:
                 return
 
