@@ -1,8 +1,9 @@
 """Rolling adapters out to a running worker: real Redis, real Ray, real vLLM engines over the tiny model.
 
-A worker labels a flood of turns over 1,000 conversations while `dialoguellm adapters` loads a first
-adapter (its engines, started without LoRA, restart one at a time into LoRA serving), makes it the
-default, loads a second, gives it a 30% canary, switches the default fully and unloads the first.
+A worker whose two engines serve their default adapter v1 merged into the model (a CPU engine with
+one adapter) labels a flood of turns over 1,000 conversations while `dialoguellm adapters` loads v2
+(the engines restart one at a time into LoRA serving), gives it a 30% canary, switches the default
+fully and unloads v1 (the engines build the model merged with v2 and restart from it, one at a time).
 The two adapters are random LoRAs with different weights: every label's probabilities are checked
 against a separate engine serving the adapter the label names.
 """
@@ -50,8 +51,8 @@ def adapters_root(tmp_path_factory, tiny_model):
 
 
 @pytest.fixture(scope="module")
-def bare_engines(tiny_model):
-    """Two engine actors started without LoRA: loading an adapter restarts them, one at a time."""
+def merged_engines(tiny_model, adapters_root):
+    """Two engine actors serving v1 merged into the model: loading another restarts them, one at a time."""
     import ray
 
     from workers.engine_config import EngineConfig
@@ -59,7 +60,8 @@ def bare_engines(tiny_model):
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    engines = EnginePool(EngineConfig(model=str(tiny_model), max_model_len=256, max_lora_rank=8, kv_cache_gib=0.5),
+    engines = EnginePool(EngineConfig(model=str(tiny_model), adapters={"v1": str(adapters_root / "v1")},
+                                      default_adapter="v1", max_model_len=256, max_lora_rank=8, kv_cache_gib=0.25),
                          PoolConfig(engines=2, cpus_per_engine=0.25))
     yield engines
     engines.shutdown()
@@ -121,7 +123,7 @@ def _labels(r, cfg: StreamConfig):
             [DeadLetter.decode(f) for _, f in r.xrange(cfg.dead_letter_stream)])
 
 
-def test_load_canary_switch_and_unload_in_a_running_worker(r, prefix, adapters_root, bare_engines, engine, run_cli,
+def test_load_canary_switch_and_unload_in_a_running_worker(r, prefix, adapters_root, merged_engines, engine, run_cli,
                                                            data_root, tiny_model, tmp_path):
     from pipeline.stream.runner import BackgroundWorker
 
@@ -135,17 +137,16 @@ def test_load_canary_switch_and_unload_in_a_running_worker(r, prefix, adapters_r
                        timeout=(wait or 0) + 120)
 
     phase: dict[str, list[str]] = {}
-    with BackgroundWorker(cfg, bare_engines) as w:
-        assert _report(r, cfg)["adapters"] == {}
-        # A flood of two rounds (2,000 turns) while v1 is loaded: the engines restart one at a time.
-        phase["before"] = _push(r, cfg.in_stream, _round(texts, 0) + _round(texts, 1))
-        loaded = adapters("load", "v1", str(v1), wait=900)
+    assert merged_engines.merged
+    with BackgroundWorker(cfg, merged_engines) as w:
+        report = _report(r, cfg)
+        assert report["adapters"].keys() == {"v1"} and report["default"] == "v1" and report["merged"]
+        # A flood of three rounds (3,000 turns) while v2 is loaded: the engines restart one at a time.
+        phase["v1"] = _push(r, cfg.in_stream, _round(texts, 0) + _round(texts, 1) + _round(texts, 2))
+        loaded = adapters("load", "v2", str(v2), wait=900)
         assert loaded.returncode == 0, loaded.stdout + loaded.stderr
-        assert "a: applied" in loaded.stdout
-        assert adapters("default", "v1", wait=120).returncode == 0
-        phase["v1"] = _push(r, cfg.in_stream, _round(texts, 2))
+        assert "a: applied" in loaded.stdout and not _report(r, cfg)["merged"]
         _wait_written(r, cfg, sum(map(len, phase.values())), w)
-        assert adapters("load", "v2", str(v2), wait=300).returncode == 0
 
         # Refused in one line at once, exit 2: a path outside --adapters-root, a reused name.
         outside = tmp_path / "outside"
@@ -180,17 +181,18 @@ def test_load_canary_switch_and_unload_in_a_running_worker(r, prefix, adapters_r
         # The default switched fully, then v1 unloaded, while two more rounds flow.
         phase["switching"] = _push(r, cfg.in_stream, _round(texts, 4) + _round(texts, 5))
         assert adapters("default", "v2", wait=120).returncode == 0
-        unloaded = adapters("unload", "v1", wait=300)
+        unloaded = adapters("unload", "v1", wait=900)  # v2 alone: merged again, one engine at a time
         assert unloaded.returncode == 0, unloaded.stdout + unloaded.stderr
         phase["v2"] = _push(r, cfg.in_stream, _round(texts, 6))
         phase["asks v1"] = _push(r, cfg.in_stream, [TurnMessage("asks-v1", 0, "A", "Hello there.", adapter="v1")])
         _wait_written(r, cfg, sum(map(len, phase.values())), w)
         listed = adapters("list")
         counted = {a: w.metrics.registry.get_sample_value("dialoguellm_turns_by_adapter_total", {"adapter": a})
-                   for a in ("base", "v1", "v2")}
+                   for a in ("v1", "v2")}
         report = _report(r, cfg)
-    assert listed.returncode == 0 and "default=v2" in listed.stdout and "adapters=v2 (lora)" in listed.stdout
+    assert listed.returncode == 0 and "default=v2" in listed.stdout and "adapters=v2 (merged)" in listed.stdout
     assert report["adapters"].keys() == {"v2"} and report["canary"] is None and report["default"] == "v2"
+    assert report["merged"] and merged_engines.merged
 
     # Every turn labelled once (the one naming the unloaded v1 dead-lettered), none lost or doubled.
     labels, dead = _labels(r, cfg)
@@ -198,13 +200,13 @@ def test_load_canary_switch_and_unload_in_a_running_worker(r, prefix, adapters_r
     assert sorted([x.source_id for x in labels] + [d.source_id for d in dead]) == sorted(ids)
     assert [d.source_id for d in dead] == phase["asks v1"] and "unknown adapter 'v1'" in dead[0].error
     by_source = {x.source_id: x for x in labels}
-    assert counted == {a: sum((x.adapter or "base") == a for x in labels) for a in counted}
+    assert counted == {a: sum(x.adapter == a for x in labels) for a in counted}
 
     # The adapter of each phase's turns, and the canary's share of conversations.
     def adapters_of(name: str) -> list:
         return [by_source[i].adapter for i in phase[name]]
 
-    assert set(adapters_of("before")) <= {None, "v1"} and set(adapters_of("v1")) == {"v1"}
+    assert set(adapters_of("v1")) == {"v1"}
     canary = {x.conversation_id: x.adapter for x in (by_source[i] for i in phase["canary"])}
     for conversation, adapter in canary.items():
         assert adapter == ("v2" if canary_bucket(conversation) < SHARE else "v1"), conversation
@@ -214,12 +216,12 @@ def test_load_canary_switch_and_unload_in_a_running_worker(r, prefix, adapters_r
         label = by_source[i]
         assert label.adapter in {canary[label.conversation_id], "v2"}
     assert set(adapters_of("v2")) == {"v2"}
-    # Each label's probabilities are those of the adapter it names (and not of the other one).
+    # Each label's probabilities are those of the adapter it names, merged or as a LoRA (and not of the other).
     engine.add_adapter(f"check-v1-{prefix[-4:]}", str(v1))
     engine.add_adapter(f"check-v2-{prefix[-4:]}", str(v2))
-    names = {None: "base", "v1": f"check-v1-{prefix[-4:]}", "v2": f"check-v2-{prefix[-4:]}"}
+    names = {"v1": f"check-v1-{prefix[-4:]}", "v2": f"check-v2-{prefix[-4:]}"}
     sample = [x for x in labels if not x.flags][::23]
-    assert {x.adapter for x in sample} == {None, "v1", "v2"}
+    assert {x.adapter for x in sample} == {"v1", "v2"}
     messages = {(m.conversation_id, m.turn_id): m for k in range(7) for m in _round(texts, k)}
     requests = []
     for x in sample:
@@ -248,7 +250,7 @@ def _a_later_worker_serves_the_current_state(r, prefix, cfg, tiny_model, texts):
     from workers.engine_pool import EnginePool, PoolConfig
 
     late = replace(cfg, in_stream=f"{prefix}:late:turns", out_stream=f"{prefix}:late:labels", consumer="late")
-    engines = EnginePool(EngineConfig(model=str(tiny_model), max_model_len=256, max_lora_rank=8, kv_cache_gib=0.5,
+    engines = EnginePool(EngineConfig(model=str(tiny_model), max_model_len=256, max_lora_rank=8, kv_cache_gib=0.25,
                                       enable_lora=True), PoolConfig(engines=1, cpus_per_engine=0.25))
     try:
         with BackgroundWorker(late, engines) as w:

@@ -213,12 +213,9 @@ class EmotionEngine:
 
 
 def _merge_default_adapter(config: EngineConfig) -> bool:
-    """Serve the shipped default adapter merged: it is the only adapter and none may be added later."""
-    from workers.model_store import DEFAULT_ADAPTER, default_adapter_dir
-
-    shipped = default_adapter_dir()
-    return (config.merge_default_adapter and not config.enable_lora and shipped is not None
-            and config.adapters == {DEFAULT_ADAPTER: str(shipped)} and config.default_adapter == DEFAULT_ADAPTER)
+    """Serve the default adapter merged: it is the only adapter and none may be added later."""
+    return (config.merge_default_adapter and not config.enable_lora and config.default_adapter is not None
+            and list(config.adapters) == [config.default_adapter])
 
 
 def _on_cpu() -> bool:

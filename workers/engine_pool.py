@@ -100,6 +100,10 @@ class EnginePool:
         self.default_adapter: str | None = infos[0]["default_adapter"]
         self.merged: bool = infos[0]["merged"]
         self.lora: bool = infos[0]["lora"]
+        # On a CPU an engine whose only adapter is its default serves it merged (`EngineConfig`).
+        self._can_merge = bool(infos[0].get("cpu")) and engine_config.merge_default_adapter \
+            and not engine_config.enable_lora
+        self._lora_asked = engine_config.enable_lora
         # What every engine serves (name -> folder), and how many times that changed: an engine
         # back from a restart is brought up to date before it takes work (`ActorSet.on_ready`).
         self.served: dict[str, str] = dict(engine_config.adapters)
@@ -113,26 +117,39 @@ class EnginePool:
 
     async def serve(self, adapters: dict[str, str], default: str | None) -> None:
         """Every engine serves exactly `adapters` (name -> folder, checked by the caller) with
-        `default`, one engine at a time. Engines that cannot take a LoRA (started without, or serving
-        their default merged into the model on a CPU) are restarted with LoRA on, one at a time: the
-        others keep labelling, and with a single engine its batches wait, unacknowledged, for it."""
+        `default`. Where engines must change how they serve, they restart one at a time (the others
+        keep labelling; with a single engine its batches wait, unacknowledged, for it):
+
+        - into LoRA serving, when they cannot take an adapter added (started without LoRA, or serving
+          their default merged into the model on a CPU: a canary needs two adapters side by side);
+        - back to merged serving on a CPU, when one adapter is left and it is the default (LoRA costs
+          several times the merged model's time there): each engine first builds the merged model
+          beside its work, then restarts from it.
+        Otherwise each engine loads and drops LoRAs between two batches."""
         adapters = dict(adapters)
         if adapters == self.served and default == self.default_adapter:
             return
-        restart = bool(set(adapters) - set(self.served)) and (self.merged or not self.lora)
+        merge = self._can_merge and default is not None and list(adapters) == [default]
+        if merge:
+            restart = not self.merged or self.served != adapters
+            config = replace(self.engine_config, adapters=adapters, default_adapter=default, enable_lora=False)
+        else:
+            restart = self.merged or (not self.lora and bool(adapters))
+            config = replace(self.engine_config, adapters=adapters, default_adapter=default,
+                             enable_lora=self.lora or restart or self._lora_asked)
         before = (self.served, self.default_adapter, self.engine_config)
         self.served, self.default_adapter = adapters, default
         self._served_version += 1
-        config = replace(self.engine_config, adapters=adapters, default_adapter=default,
-                         enable_lora=self.lora or restart or self.engine_config.enable_lora)
         self.engine_config = config
         self.actors.args = (config,)  # what a replaced engine starts from
         timeout_s = max(self.config.startup_timeout_s, 600.0)
         try:
             for i in range(len(self.actors.actors)):
                 if restart:
+                    if merge and self.actors.is_alive(i):
+                        await self._call(i, "prepare_merged", adapters[default], timeout_s=timeout_s)
                     await self.actors.restart(i, (config,), timeout_s)
-                    self.merged, self.lora = False, True
+                    self.merged, self.lora = merge, not merge
                 elif self.actors.is_alive(i):
                     await self._bring_up_to_date(i)
                 # else: out of rotation; brought up to date before it is back (`ActorSet.on_ready`)
@@ -141,8 +158,7 @@ class EnginePool:
             log.error("engines could not serve the change, undoing it", extra={"error": one_line(e)})
             self.served, self.default_adapter, self.engine_config = before
             self._served_version += 1
-            self.actors.args = (self.engine_config if not self.lora else
-                                replace(self.engine_config, enable_lora=True),)
+            self.actors.args = (replace(self.engine_config, enable_lora=self.lora or self._lora_asked),)
             for i in range(len(self.actors.actors)):
                 if self.actors.is_alive(i):
                     try:
@@ -151,16 +167,21 @@ class EnginePool:
                         pass
             raise
         self.adapters = list(adapters)
+        log.warning("engines serve the change", extra={
+            "adapters": ",".join(adapters), "default": default, "serving": "merged" if self.merged else "lora",
+            "restarted": restart})
+
+    async def _call(self, i: int, method: str, *args, timeout_s: float):
+        ref = getattr(self.actors.actors[i], method).remote(*args)
+        return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
 
     async def _bring_up_to_date(self, i: int) -> None:
         """Engine `i` serves `self.served` with the pool's default (again, if they changed meanwhile)."""
-        actor = self.actors.actors[i]
         while True:
             version = self._served_version
-            ref = actor.serve.remote(self.served, self.default_adapter)
             # Queued behind the batches the engine holds, then loading a LoRA: a batch's time and a probe's.
-            await asyncio.wait_for(asyncio.wrap_future(ref.future()),
-                                   self.config.engine_timeout_s + self.config.health_timeout_s)
+            await self._call(i, "serve", self.served, self.default_adapter,
+                             timeout_s=self.config.engine_timeout_s + self.config.health_timeout_s)
             if version == self._served_version:
                 return
 

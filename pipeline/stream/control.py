@@ -140,7 +140,7 @@ class Rollout:
                 await self._unused(message.name)
                 await self.pool.serve(_paths(state), state.default)
             self.on_change(self.state)
-            log.warning("control message applied", extra={"id": entry_id, "message": message.describe(),
+            log.warning("control message applied", extra={"id": entry_id, "change": message.describe(),
                                                           "by": message.by, **self._summary()})
         except Exception as e:  # noqa: BLE001 - an engine refused the change (e.g. unreadable weights)
             self._refuse(entry_id, f"engines refused it: {one_line(e)}")
