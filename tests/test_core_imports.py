@@ -18,7 +18,7 @@ CORE = ["pipeline.core.turns", "pipeline.core.labels", "pipeline.core.prompts", 
         "training.checkpoints", "training.steps", "training.prefix_runner", "workers.merged_model",
         "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config", "pipeline.core.config_fields",
         "pipeline.watch.negative", "pipeline.watch.board", "pipeline.watch.config",
-        "pipeline.core.video_policy"]
+        "pipeline.core.video_policy", "pipeline.core.rollout", "pipeline.cli.adapters"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
 
