@@ -40,7 +40,6 @@ def run_serve(config: ServeConfig) -> int:
         logging.getLogger("dialoguellm.stream").warning(
             "no --video-root or --video-allow: no video is opened; turns with video are labelled from their "
             "text, flagged no_description")
-    config = _lora_if_rolled_out(config)
     pool, videos = start_pools(config)
     try:
         serve_until_signal(config.stream, pool, WorkerMetrics(), videos)
@@ -49,27 +48,6 @@ def run_serve(config: ServeConfig) -> int:
         if videos is not None:
             videos.shutdown()
     return 0
-
-
-def _lora_if_rolled_out(config: ServeConfig) -> ServeConfig:
-    """Engines started with LoRA on when the control stream has loaded adapters: a CPU engine that
-    served its default merged would otherwise restart into LoRA serving as soon as it started."""
-    import redis
-
-    from pipeline.core.wire import ControlMessage, MalformedMessage
-
-    client = redis.Redis.from_url(config.stream.redis_url, socket_timeout=10, socket_connect_timeout=10)
-    try:
-        entries = client.xrange(config.stream.control_stream, count=10_000)
-    finally:
-        client.close()
-    for _, fields in entries:
-        try:
-            if ControlMessage.parse(fields).op == "load":
-                return dataclasses.replace(config, engine=dataclasses.replace(config.engine, enable_lora=True))
-        except MalformedMessage:
-            continue
-    return config
 
 
 def run_push(config: PushConfig) -> int:
