@@ -20,7 +20,8 @@ REQUIRED = {
     "eval": ["--dataset", "meld"], "train": ["--config", "c.yaml"], "push": ["turns.jsonl"],
     "describe": ["clip.mp4", "--start", "0", "--end", "1"], "label": ["--manifest", "m.csv", "--out", "o.parquet"],
     "alerts": ["--rules", "r.yaml"], "forget": ["--conversation", "c"], "corrections": ["--out", "exported"],
-    "gate": ["--candidate", "new=adapters/new"],
+    "gate": ["--candidate", "new=adapters/new"], "adapters load": ["v2", "/adapters/v2"], "adapters default": ["v2"],
+    "adapters unload": ["v1"],
 }
 
 
@@ -35,7 +36,7 @@ def _commands():
 
 @pytest.mark.parametrize("words,config", list(_commands()), ids=lambda x: " ".join(x) if isinstance(x, list) else "")
 def test_no_flags_given_builds_the_configs_own_defaults(words, config):
-    argv = words + REQUIRED.get(words[0], [])
+    argv = words + REQUIRED.get(" ".join(words), REQUIRED.get(words[0], []))
     built = config_from_args(config, build_parser().parse_args(argv))
     required = {f.name: getattr(built, f.name) for f in dataclasses.fields(config)
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}

@@ -19,7 +19,7 @@ CORE = ["pipeline.core.turns", "pipeline.core.labels", "pipeline.core.prompts", 
         "pipeline.alerts.rules", "pipeline.alerts.episodes", "pipeline.alerts.config", "pipeline.core.config_fields",
         "pipeline.watch.negative", "pipeline.watch.board", "pipeline.watch.config",
         "pipeline.core.video_policy", "pipeline.core.redaction", "pipeline.stream.forget",
-        "pipeline.core.speakers"]
+        "pipeline.core.speakers", "pipeline.core.rollout", "pipeline.cli.adapters"]
 HEAVY = ["vllm", "ray", "redis", "torch", "transformers", "av"]
 
 

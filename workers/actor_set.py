@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pipeline.core.errors import DialogueLLMError, one_line
@@ -82,6 +83,10 @@ class ActorSet:
         self._abandons = 0  # how many times waiting calls were let go
         self._probes: dict[int, asyncio.Task] = {}
         self._checks: dict[int, asyncio.Task] = {}
+        self._restarting: set[int] = set()
+        # Called with an actor's index before it goes back in rotation (after Ray restarted it, a
+        # replacement started, or its health check passed): brings it up to what the set serves now.
+        self.on_ready: Callable[[int], Awaitable[None]] | None = None
         ActorSet._held.append(self)
 
     _held: list[ActorSet] = []  # the sets of this process, whose resources the next set cannot use
@@ -90,6 +95,19 @@ class ActorSet:
     def queue_depth(self) -> int:
         """Calls sent and not yet answered."""
         return sum(self._inflight)
+
+    @property
+    def args(self) -> tuple:
+        """The arguments a new actor is built from (a replacement, a restart)."""
+        return self._args
+
+    @args.setter
+    def args(self, args: tuple) -> None:
+        self._args = args
+
+    def is_alive(self, i: int) -> bool:
+        """Whether actor `i` is in rotation."""
+        return self._alive[i]
 
     @property
     def alive(self) -> int:
@@ -154,7 +172,7 @@ class ActorSet:
                 self._checks.pop(i, None)
                 self.replace(i, why)
             return
-        if self.actors[i] is actor and not self._alive[i]:
+        if self.actors[i] is actor and not self._alive[i] and await self._ready(i):
             self._alive[i] = True
             log.warning(f"{self.kind} {i} is healthy, back in rotation", extra={"alive": self.alive})
 
@@ -172,6 +190,60 @@ class ActorSet:
         self._alive[i] = False
         log.warning(f"{self.kind} {i} hung ({why}): killed, a new one is starting", extra={"alive": self.alive})
         self._ensure_probes()
+
+    async def _ready(self, i: int) -> bool:
+        """Run `on_ready` for actor `i`; one that cannot be brought up to date is replaced (False)."""
+        if self.on_ready is None:
+            return True
+        actor = self.actors[i]
+        try:
+            await self.on_ready(i)
+            return True
+        except Exception as e:  # noqa: BLE001 - e.g. Ray restarted it from arguments since replaced
+            if self.actors[i] is actor:
+                self.replace(i, f"could not be brought up to date: {one_line(e)}")
+            return False
+
+    async def restart(self, i: int, args: tuple, timeout_s: float) -> None:
+        """Replace actor `i` by one built from `args` (and build every later one from them): out of
+        rotation first, so new calls go to the others (or wait while none is alive), killed once
+        the calls it holds are answered, back in rotation once the new one answers `on_ready`."""
+        import ray
+
+        self._args = args
+        self._restarting.add(i)
+        try:
+            was_alive, self._alive[i] = self._alive[i], False
+            if was_alive:
+                log.warning(f"{self.kind} {i} restarting, out of rotation", extra={"alive": self.alive})
+            deadline = time.monotonic() + timeout_s
+            while self._inflight[i] and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            old = self.actors[i]
+            try:
+                ray.kill(old, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+            self.actors[i] = new = self._remote.remote(*args)
+            started = time.monotonic()
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.wrap_future(new.__ray_ready__.remote().future()),
+                                           STARTUP_LOG_INTERVAL_S)
+                    break
+                except asyncio.TimeoutError:
+                    if time.monotonic() - started > timeout_s:
+                        raise DialogueLLMError(f"{self.kind} {i} did not start within {timeout_s:g} s") from None
+                    log.warning(f"waiting for {self.kind} {i} to start", extra={
+                        "waited_s": round(time.monotonic() - started)})
+            if self.actors[i] is new and await self._ready(i):
+                self._alive[i] = True
+                log.warning(f"{self.kind} {i} restarted, back in rotation", extra={
+                    "alive": self.alive, "took_s": round(time.monotonic() - started, 1)})
+        finally:
+            self._restarting.discard(i)
+            if not self._alive[i]:
+                self._ensure_probes()
 
     def abandon_waiting(self) -> None:
         """Calls waiting for a live actor now raise `NoActorsError` (a stopping worker lets them go);
@@ -212,6 +284,8 @@ class ActorSet:
             probe, check = self._probes.get(i), self._checks.get(i)
             if check is not None and not check.done() and check.get_loop() is loop:
                 continue  # its health check puts it back (or replaces it)
+            if i in self._restarting:
+                continue  # `restart` puts it back
             if not alive and (probe is None or probe.done() or probe.get_loop() is not loop):
                 self._probes[i] = loop.create_task(self._probe(i))
 
@@ -225,6 +299,8 @@ class ActorSet:
                 await self.actors[i].__ray_ready__.remote()
             except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
                 continue
+            if i in self._restarting or not await self._ready(i):
+                return
             self._alive[i] = True
             log.warning(f"{self.kind} {i} is back in rotation", extra={"alive": self.alive})
             return

@@ -93,3 +93,44 @@ def check_adapter(name: str, path: str | Path, max_rank: int) -> AdapterInfo:
     if isinstance(modules, str):
         modules = (modules,)
     return AdapterInfo(name, str(folder.resolve()), rank, tuple(modules), read_adapter_meta(folder))
+
+
+_DIGESTED = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", META_FILE)
+
+
+def adapter_digest(path: str | Path) -> str:
+    """A hash of the adapter's files (config, weights, recorded settings): a name stands for these."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in _DIGESTED:
+        file = Path(path) / name
+        if file.is_file():
+            digest.update(name.encode() + b"\0")
+            with file.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def check_under_root(name: str, path: str | Path, root: str | Path | None) -> Path:
+    """The adapter folder `path` resolved, when it and every file in it (symlinks followed) lie
+    under `root`; `AdapterError` otherwise. A path from a message is trusted no further than this."""
+    if root is None:
+        raise AdapterError(f"adapter {name!r}: no --adapters-root is set, so no adapter may be loaded while running")
+    base = Path(root).expanduser().resolve()
+    try:
+        folder = Path(path).expanduser().resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise AdapterError(f"adapter {name!r}: folder {path} does not exist") from None
+    if not folder.is_relative_to(base):
+        raise AdapterError(f"adapter {name!r}: {path} is outside --adapters-root {base}")
+    for entry in folder.iterdir():
+        if not entry.resolve().is_relative_to(base):
+            raise AdapterError(f"adapter {name!r}: {entry} links outside --adapters-root {base}")
+    return folder
+
+
+def check_rollout_adapter(name: str, path: str | Path, root: str | Path | None, max_rank: int) -> AdapterInfo:
+    """`check_adapter` for a folder a control message names: under `root` first, then a servable LoRA."""
+    return check_adapter(name, check_under_root(name, path, root), max_rank)

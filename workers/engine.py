@@ -61,12 +61,15 @@ class EmotionEngine:
 
             served = str(merged_model_dir(self.model, self.adapters[config.default_adapter].path))
         loras = {name: info for name, info in self.adapters.items() if not (self.merged and name == config.default_adapter)}
-        self.llm = _start_llm(served, config, bool(loras) or config.enable_lora)
+        self.lora_enabled = bool(loras) or config.enable_lora
+        self.llm = _start_llm(served, config, self.lora_enabled)
         self.prompter = Prompter(self.llm.get_tokenizer(), config.context_turns, config.max_model_len,
                                  config.prompt, config.window_step)
         self.mode = get_decoding_mode(config.decoding)
         self.stats = EngineStats()
         self._loras = {name: _lora_request(info, i + 1) for i, (name, info) in enumerate(loras.items())}
+        self._next_lora_id = len(self._loras) + 1  # never reused: a LoRA id names one set of files
+        self.default_adapter = config.default_adapter
 
     def predict(self, requests: Sequence[LabelRequest]) -> list[Prediction]:
         """Label every request's turn in one batch (its prompt sent as token ids, as training built them)."""
@@ -172,22 +175,43 @@ class EmotionEngine:
         return decide(probs, weights)
 
     def add_adapter(self, name: str, path: str) -> None:
-        """Serve one more adapter by name (a new adapter rolled out without a restart).
+        """Serve one more adapter by name (a new adapter rolled out without a restart), with a LoRA
+        id of its own. Its weights are loaded now, so a broken file fails here, not at its first turn.
 
         The engine must have been started with LoRA enabled (adapters given, or `enable_lora`).
         """
-        if not (self._loras or self.config.enable_lora):
+        if not self.lora_enabled:
             raise AdapterError("this engine was started without LoRA support (set enable_lora)")
         if name in self.adapters:
             raise AdapterError(f"adapter {name!r} is already loaded")
         info = check_adapter(name, path, self.config.max_lora_rank)
         _warn_if_trained_otherwise(info, self.config)
+        request = _lora_request(info, self._next_lora_id)
+        self._next_lora_id += 1
+        self.llm.llm_engine.add_lora(request)
         self.adapters[name] = info
-        self._loras[name] = _lora_request(info, len(self._loras) + 1)
+        self._loras[name] = request
+
+    def remove_adapter(self, name: str) -> None:
+        """Stop serving `name` and free its LoRA slot (the default adapter cannot be removed)."""
+        if name == self.default_adapter:
+            raise AdapterError(f"adapter {name!r} is this engine's default: set another default first")
+        request = self._loras.pop(name, None)
+        self.adapters.pop(name, None)
+        if request is not None:
+            self.llm.llm_engine.remove_lora(request.lora_int_id)
+
+    def set_default(self, name: str | None) -> None:
+        """The adapter a request naming none gets from now on (None: the bare model)."""
+        if name is not None and name not in self.adapters:
+            raise AdapterError(f"unknown adapter {name!r} (loaded: {', '.join(self.adapters) or 'none'})")
+        if self.merged and name != self.default_adapter:
+            raise AdapterError("this engine serves its default adapter merged into the model")
+        self.default_adapter = name
 
     def adapter_name(self, adapter: str | None) -> str | None:
         """The adapter a request gets: its own, else the default; `None` means the base model."""
-        name = self.config.default_adapter if adapter is None else adapter
+        name = self.default_adapter if adapter is None else adapter
         if name == BASE_MODEL and self.merged:
             raise AdapterError("the bare model is not served: this engine serves the default adapter merged "
                                "into it (start it with use_default_adapter off, or enable_lora, to serve both)")
@@ -199,12 +223,9 @@ class EmotionEngine:
 
 
 def _merge_default_adapter(config: EngineConfig) -> bool:
-    """Serve the shipped default adapter merged: it is the only adapter and none may be added later."""
-    from workers.model_store import DEFAULT_ADAPTER, default_adapter_dir
-
-    shipped = default_adapter_dir()
-    return (config.merge_default_adapter and not config.enable_lora and shipped is not None
-            and config.adapters == {DEFAULT_ADAPTER: str(shipped)} and config.default_adapter == DEFAULT_ADAPTER)
+    """Serve the default adapter merged: it is the only adapter and none may be added later."""
+    return (config.merge_default_adapter and not config.enable_lora and config.default_adapter is not None
+            and list(config.adapters) == [config.default_adapter])
 
 
 def _on_cpu() -> bool:

@@ -31,6 +31,12 @@ class LabelledBatch:
     cached_tokens: int
 
 
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
 class EngineActor:
     """Holds the engine; made a Ray actor by `EnginePool` (no Ray import needed here)."""
 
@@ -47,7 +53,33 @@ class EngineActor:
     async def info(self) -> dict:
         """What this engine serves: the model, its adapters and the default one."""
         return {"model": self.engine.model, "adapters": list(self.engine.adapters),
-                "default_adapter": self.engine.adapter_name(None), "merged": self.engine.merged, "pid": os.getpid()}
+                "default_adapter": self.engine.adapter_name(None), "merged": self.engine.merged,
+                "lora": self.engine.lora_enabled, "cpu": _on_cpu(), "pid": os.getpid()}
+
+    async def prepare_merged(self, adapter_path: str) -> str:
+        """Build the model merged with `adapter_path` into the model cache, beside the engine's work
+        (a thread of its own): an engine restarted to serve it merged then finds it ready."""
+        from workers.merged_model import merged_model_dir
+
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="merge") as pool:
+            return str(await loop.run_in_executor(pool, merged_model_dir, self.engine.model, adapter_path))
+
+    async def serve(self, adapters: dict[str, str], default: str | None) -> dict:
+        """Serve exactly `adapters` (name -> folder) with `default`: new ones loaded, the default
+        set, the rest removed. On the engine's thread, so it runs between batches, never during one."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._serve, dict(adapters), default)
+        return await self.info()
+
+    def _serve(self, adapters: dict[str, str], default: str | None) -> None:
+        engine = self.engine
+        for name, path in adapters.items():
+            if name not in engine.adapters:
+                engine.add_adapter(name, path)
+        engine.set_default(default)
+        for name in [n for n in engine.adapters if n not in adapters]:
+            engine.remove_adapter(name)
 
     async def label(self, requests: Sequence[LabelRequest]) -> LabelledBatch:
         """Label a batch (see `EmotionEngine.predict_each`), with its prompt tokens and how many of

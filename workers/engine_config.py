@@ -60,7 +60,8 @@ class EngineConfig:
     use_default_adapter: bool = field(default=True, metadata=field_help(
         "serve the bare model, not the shipped adapter", flag="--no-adapter"))
     merge_default_adapter: bool = field(default=True, metadata=field_help(
-        "on a CPU, serve the shipped adapter through LoRA instead of merged into the model"))
+        "on a CPU, serve the default adapter through LoRA even when it is the only one, instead of merged into "
+        "the model"))
     decoding: str = field(default="scoring", metadata=field_help(
         "scoring: one forward pass over the label tokens; choice: constrained generation", choices=decoding_modes))
     prompt: str = field(default="dialoguellm", metadata=field_help(

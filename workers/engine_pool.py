@@ -7,15 +7,17 @@ the Ray cluster at `ray_address` (or `$RAY_ADDRESS`), else starts a local one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.core.config_fields import field_help
-from pipeline.core.errors import ConfigError, DialogueLLMError
+from pipeline.core.errors import ConfigError, DialogueLLMError, one_line
 from pipeline.core.predictions import LabelRequest, Prediction
 from workers.engine_config import EngineConfig
 
+log = logging.getLogger("dialoguellm.engines")
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -78,6 +80,8 @@ class EnginePool:
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.config = config
+        engine_config = engine_config.with_default_adapter()
+        self.engine_config = engine_config
         self.context_turns = engine_config.context_turns
         self.prompt_tokens = 0  # since start, over every engine: all, and those the prefix caches served
         self.cached_tokens = 0
@@ -95,6 +99,91 @@ class EnginePool:
         self.adapters: list[str] = infos[0]["adapters"]
         self.default_adapter: str | None = infos[0]["default_adapter"]
         self.merged: bool = infos[0]["merged"]
+        self.lora: bool = infos[0]["lora"]
+        # On a CPU an engine whose only adapter is its default serves it merged (`EngineConfig`).
+        self._can_merge = bool(infos[0].get("cpu")) and engine_config.merge_default_adapter \
+            and not engine_config.enable_lora
+        self._lora_asked = engine_config.enable_lora
+        # What every engine serves (name -> folder), and how many times that changed: an engine
+        # back from a restart is brought up to date before it takes work (`ActorSet.on_ready`).
+        self.served: dict[str, str] = dict(engine_config.adapters)
+        self._served_version = 0
+        self.actors.on_ready = self._bring_up_to_date
+
+    @property
+    def adapter_paths(self) -> dict[str, str]:
+        """The folder of every adapter the engines serve."""
+        return dict(self.served)
+
+    async def serve(self, adapters: dict[str, str], default: str | None) -> None:
+        """Every engine serves exactly `adapters` (name -> folder, checked by the caller) with
+        `default`. Where engines must change how they serve, they restart one at a time (the others
+        keep labelling; with a single engine its batches wait, unacknowledged, for it):
+
+        - into LoRA serving, when they cannot take an adapter added (started without LoRA, or serving
+          their default merged into the model on a CPU: a canary needs two adapters side by side);
+        - back to merged serving on a CPU, when one adapter is left and it is the default (LoRA costs
+          several times the merged model's time there): each engine first builds the merged model
+          beside its work, then restarts from it.
+        Otherwise each engine loads and drops LoRAs between two batches."""
+        adapters = dict(adapters)
+        if adapters == self.served and default == self.default_adapter:
+            return
+        merge = self._can_merge and default is not None and list(adapters) == [default]
+        if merge:
+            restart = not self.merged or self.served != adapters
+            config = replace(self.engine_config, adapters=adapters, default_adapter=default, enable_lora=False)
+        else:
+            restart = self.merged or (not self.lora and bool(adapters))
+            config = replace(self.engine_config, adapters=adapters, default_adapter=default,
+                             enable_lora=self.lora or restart or self._lora_asked)
+        before = (self.served, self.default_adapter, self.engine_config)
+        self.served, self.default_adapter = adapters, default
+        self._served_version += 1
+        self.engine_config = config
+        self.actors.args = (config,)  # what a replaced engine starts from
+        timeout_s = max(self.config.startup_timeout_s, 600.0)
+        try:
+            for i in range(len(self.actors.actors)):
+                if restart:
+                    if merge and self.actors.is_alive(i):
+                        await self._call(i, "prepare_merged", adapters[default], timeout_s=timeout_s)
+                    await self.actors.restart(i, (config,), timeout_s)
+                    self.merged, self.lora = merge, not merge
+                elif self.actors.is_alive(i):
+                    await self._bring_up_to_date(i)
+                # else: out of rotation; brought up to date before it is back (`ActorSet.on_ready`)
+        except BaseException as e:
+            # An engine refused (a weights file that does not load): every engine back to what it served.
+            log.error("engines could not serve the change, undoing it", extra={"error": one_line(e)})
+            self.served, self.default_adapter, self.engine_config = before
+            self._served_version += 1
+            self.actors.args = (replace(self.engine_config, enable_lora=self.lora or self._lora_asked),)
+            for i in range(len(self.actors.actors)):
+                if self.actors.is_alive(i):
+                    try:
+                        await self._bring_up_to_date(i)
+                    except Exception:  # noqa: BLE001 - its health check or a restart deals with it
+                        pass
+            raise
+        self.adapters = list(adapters)
+        log.warning("engines serve the change", extra={
+            "adapters": ",".join(adapters), "default": default, "serving": "merged" if self.merged else "lora",
+            "restarted": restart})
+
+    async def _call(self, i: int, method: str, *args, timeout_s: float):
+        ref = getattr(self.actors.actors[i], method).remote(*args)
+        return await asyncio.wait_for(asyncio.wrap_future(ref.future()), timeout_s)
+
+    async def _bring_up_to_date(self, i: int) -> None:
+        """Engine `i` serves `self.served` with the pool's default (again, if they changed meanwhile)."""
+        while True:
+            version = self._served_version
+            # Queued behind the batches the engine holds, then loading a LoRA: a batch's time and a probe's.
+            await self._call(i, "serve", self.served, self.default_adapter,
+                             timeout_s=self.config.engine_timeout_s + self.config.health_timeout_s)
+            if version == self._served_version:
+                return
 
     @property
     def accepted_adapters(self) -> list[str]:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from pipeline.cli import alerts, bench, configs, evaluate, gate, label, stream, train, video, watch
+from pipeline.cli import adapters, alerts, bench, configs, evaluate, gate, label, stream, train, video, watch
 from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.logs import quiet_libraries
@@ -54,6 +54,8 @@ COMMANDS: dict[str, Union[Command, Group]] = {
                configs.AlertsRunConfig, alerts.run_alerts_command),
     "watch": ("a live web page of the conversations being labelled, riskiest first, for supervisors",
               WatchConfig, watch.run_watch),
+    "adapters": ("roll adapters out to running workers without a restart: load, default (canary), unload, list",
+                 adapters.COMMANDS),
     "bench": ("benchmarks: our path and its baseline side by side", bench.BENCHMARKS),
 }
 

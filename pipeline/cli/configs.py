@@ -21,7 +21,15 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
 from pipeline.core.redaction import RedactionConfig
 from pipeline.labelling.job import LabelJob
-from pipeline.stream.config import DEFAULT_IN_STREAM, DEFAULT_OUT_STREAM, StreamConfig, redis_url_field
+from pipeline.stream.config import (
+    DEFAULT_IN_STREAM,
+    DEFAULT_OUT_STREAM,
+    StreamConfig,
+    adapters_root_field,
+    check_redis_url,
+    control_stream_field,
+    redis_url_field,
+)
 from pipeline.watch.config import DEFAULT_CORRECTIONS_STREAM
 from workers.engine_config import EngineConfig
 from workers.engine_pool import PoolConfig
@@ -474,3 +482,95 @@ class BenchWatchConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "conversations", "baseline", "turns", "updates")
+
+
+@dataclass(frozen=True)
+class AdaptersCommon:
+    """What every `dialoguellm adapters ...` command talks to: the control stream and the workers' reports."""
+
+    redis_url: str = redis_url_field()
+    control_stream: str = control_stream_field()
+
+    def __post_init__(self) -> None:
+        check_redis_url(self.redis_url)
+        if not self.control_stream:
+            raise ConfigError("control_stream: must not be empty")
+
+    def redis_keys(self) -> tuple[str, ...]:
+        return (self.control_stream,)
+
+
+def _wait_field() -> Any:
+    return field(default=None, metadata=field_help(
+        "wait up to this many seconds until every live worker has applied the message; exit 1 when one "
+        "refused it or did not answer in time", metavar="S"))
+
+
+@dataclass(frozen=True)
+class AdaptersLoadConfig(AdaptersCommon):
+    """`dialoguellm adapters load NAME PATH`."""
+
+    name: str = field(kw_only=True, metadata=field_help(
+        "the adapter's name (a new version gets a new name: a name stands for one set of files)", positional=True))
+    path: str = field(kw_only=True, metadata=field_help(
+        "its PEFT LoRA folder, as the workers see it, under their --adapters-root", positional=True))
+    adapters_root: str | None = adapters_root_field(
+        "check the folder lies under this root here too (default: the root the live workers report)")
+    max_lora_rank: int | None = field(default=None, metadata=field_help(
+        "the largest LoRA rank the workers serve (default: as the live workers report, else 16)"))
+    wait_s: float | None = _wait_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _adapter_name(self.name)
+        if not self.path:
+            raise ConfigError("path: must not be empty")
+        _positive(self, "wait_s", "max_lora_rank")
+
+
+@dataclass(frozen=True)
+class AdaptersDefaultConfig(AdaptersCommon):
+    """`dialoguellm adapters default NAME [--share F]`."""
+
+    name: str = field(kw_only=True, metadata=field_help("the adapter turns without an `adapter` field get",
+                                                      positional=True))
+    share: float = field(default=1.0, metadata=field_help(
+        "a canary: only this share of those turns, chosen by conversation (a conversation stays on one adapter); "
+        "1: NAME becomes the default"))
+    wait_s: float | None = _wait_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _adapter_name(self.name)
+        if not 0 < self.share <= 1:
+            raise ConfigError(f"share: must be in (0, 1], got {self.share}")
+        _positive(self, "wait_s")
+
+
+@dataclass(frozen=True)
+class AdaptersUnloadConfig(AdaptersCommon):
+    """`dialoguellm adapters unload NAME`."""
+
+    name: str = field(kw_only=True, metadata=field_help("the adapter to stop serving", positional=True))
+    wait_s: float | None = _wait_field()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _adapter_name(self.name)
+        _positive(self, "wait_s")
+
+
+@dataclass(frozen=True)
+class AdaptersListConfig(AdaptersCommon):
+    """`dialoguellm adapters list`."""
+
+    json: bool = field(default=False, metadata=field_help("one JSON object a line, as each worker reports it"))
+
+
+def _adapter_name(name: str) -> None:
+    from pipeline.core.wire import MalformedMessage, check_adapter_name
+
+    try:
+        check_adapter_name(name)
+    except MalformedMessage as e:
+        raise ConfigError(f"name: {e}") from None

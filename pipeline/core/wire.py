@@ -228,6 +228,89 @@ class AlertMessage:
         return _decode_known(cls, fields)
 
 
+CONTROL_OPS = ("load", "default", "unload")
+MAX_NAME_CHARS = 64
+MAX_PATH_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    """One change to what every worker serves, on the control stream (`dialoguellm adapters ...`).
+
+    `load NAME PATH`: serve the adapter folder PATH (under the worker's `--adapters-root`) as NAME;
+    `default NAME share`: that share of turns without an `adapter` field, chosen by conversation,
+    goes to NAME (1.0: NAME becomes the default); `unload NAME`: stop serving NAME. `by` and `at`
+    say who sent it and when (Unix seconds), for the logs.
+    """
+
+    op: str
+    name: str
+    path: str | None = None
+    share: float = 1.0
+    by: str = ""
+    at: float = 0.0
+    digest: str | None = None  # of the files, as the sender saw them (workers compute their own)
+
+    def encode(self) -> dict[str, bytes]:
+        body: dict[str, Any] = {"op": self.op, "name": self.name, "by": self.by, "at": self.at}
+        if self.op == "load":
+            body["path"] = self.path
+            if self.digest is not None:
+                body["digest"] = self.digest
+        if self.op == "default":
+            body["share"] = self.share
+        return {PAYLOAD: msgpack.packb(body, use_bin_type=True)}
+
+    def describe(self) -> str:
+        """The message as the command line that sent it."""
+        if self.op == "load":
+            return f"load {self.name} {self.path}"
+        if self.op == "default":
+            return f"default {self.name}" + ("" if self.share == 1 else f" --share {self.share:g}")
+        return f"unload {self.name}"
+
+    @classmethod
+    def parse(cls, fields: Mapping[Any, Any]) -> ControlMessage:
+        """The message in an entry's fields, or `MalformedMessage` naming what is wrong."""
+        payload = _field(fields, PAYLOAD)
+        if payload is None:
+            raise MalformedMessage(f"no {PAYLOAD!r} field")
+        try:
+            body = msgpack.unpackb(payload, raw=False)
+        except Exception as e:  # msgpack raises several unrelated types for bad bytes
+            raise MalformedMessage(f"payload is not msgpack ({type(e).__name__})") from None
+        if not isinstance(body, dict):
+            raise MalformedMessage(f"payload is a msgpack {type(body).__name__}, expected a map")
+        op = _required(body, "op", str)
+        if op not in CONTROL_OPS:
+            raise MalformedMessage(f"unknown op {op!r} (known: {', '.join(CONTROL_OPS)})")
+        name = check_adapter_name(_required(body, "name", str))
+        path = None
+        if op == "load":
+            path = _required(body, "path", str)
+            if not path or len(path) > MAX_PATH_CHARS or not path.isprintable():
+                raise MalformedMessage("path is empty, over-long or holds control characters")
+        share = 1.0
+        if op == "default" and body.get("share") is not None:
+            share = body["share"]
+            if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0 < share <= 1:
+                raise MalformedMessage(f"share must be a number in (0, 1], got {share!r}")
+        by = _optional(body, "by", str) or ""
+        at = body.get("at") if isinstance(body.get("at"), (int, float)) else 0.0
+        digest = _optional(body, "digest", str) if op == "load" else None
+        return cls(op, name, path, float(share), by[:MAX_NAME_CHARS], float(at), digest)
+
+
+def check_adapter_name(name: str) -> str:
+    """`name` if it can name an adapter (letters, digits, `-`, `_`, `.`; not `base`), else `MalformedMessage`."""
+    if not name or len(name) > MAX_NAME_CHARS or not all((c.isascii() and c.isalnum()) or c in "-_." for c in name):
+        raise MalformedMessage(f"adapter name {name[:MAX_NAME_CHARS]!r} is not 1 to {MAX_NAME_CHARS} letters, "
+                               "digits, '-', '_' or '.'")
+    if name == "base":
+        raise MalformedMessage("adapter name 'base' is reserved for the base model")
+    return name
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """An entry set aside: its original bytes untouched, where it came from and why."""

@@ -15,6 +15,7 @@ from pipeline.stream.redis_checks import redact
 DEFAULT_IN_STREAM = "dialoguellm:turns"
 DEFAULT_OUT_STREAM = "dialoguellm:labels"
 DEFAULT_GROUP = "dialoguellm"
+DEFAULT_CONTROL_STREAM = "dialoguellm:control"
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -22,6 +23,21 @@ def redis_url_field() -> Any:
     """The `redis_url` field every Redis-using config declares: one default, one help text."""
     return field(default="redis://127.0.0.1:6379/0", metadata=field_help(
         "redis://[user:pass@]host:port/db, rediss:// for TLS, or unix:///path", flag="--redis", metavar="URL"))
+
+
+def control_stream_field() -> Any:
+    """The control stream's name: the same flag on `serve` and `adapters ...`."""
+    return field(default=DEFAULT_CONTROL_STREAM, metadata=field_help(
+        "the control stream: adapters loaded, made the default and unloaded while workers run"))
+
+
+def adapters_root_field(what: str) -> Any:
+    return field(default=None, metadata=field_help(what, metavar="DIR"))
+
+
+def worker_report_key(control_stream: str, consumer: str) -> str:
+    """The hash in which a worker reports what it serves (kept alive by its heartbeat)."""
+    return f"{control_stream}:workers:{consumer}"
 
 
 def check_redis_url(url: str) -> None:
@@ -69,6 +85,12 @@ class StreamConfig:
     done_ttl_s: int = 7 * 24 * 3600
     label_speakers: str | None = label_speakers_field()
     metrics_port: int | None = field(default=None, metadata=field_help("serve Prometheus metrics on this port"))
+    control_stream: str = control_stream_field()
+    adapters_root: str | None = adapters_root_field(
+        "the folder adapters loaded through the control stream must lie in (symlinks resolved); without it "
+        "none is loaded while running")
+    heartbeat_s: float = field(default=5.0, metadata=field_help(
+        "how often the worker reports what it serves (`dialoguellm adapters list`); a report expires after 3"))
 
     @property
     def dead_letter_stream(self) -> str:
@@ -81,7 +103,7 @@ class StreamConfig:
 
     def redis_keys(self) -> tuple[str, ...]:
         """The keys that must be streams (or absent) before the worker starts."""
-        return (self.in_stream, self.out_stream, self.dead_letter_stream)
+        return (self.in_stream, self.out_stream, self.dead_letter_stream, self.control_stream)
 
     def __post_init__(self) -> None:
         check_redis_url(self.redis_url)
@@ -91,6 +113,10 @@ class StreamConfig:
         streams = {self.in_stream, self.out_stream, self.dead_letter_stream}
         if len(streams) < 3:
             raise ConfigError("out_stream/dead_stream: the input, output and dead-letter streams must differ")
+        if not self.control_stream or self.control_stream in streams:
+            raise ConfigError("control_stream: must be set and differ from the input, output and dead-letter streams")
+        if self.heartbeat_s <= 0:
+            raise ConfigError(f"heartbeat_s: must be > 0, got {self.heartbeat_s}")
         for name in ("batch_size", "max_deliveries", "context_keep", "max_text_chars",
                      "context_ttl_s", "done_ttl_s", "claim_idle_ms", "claim_interval_ms"):
             if getattr(self, name) <= 0:

@@ -46,6 +46,11 @@ class WorkerMetrics:
                                             "Prompt tokens the engines' prefix caches served (not computed)", **kw)
         self.cached_ratio = Gauge("dialoguellm_prompt_tokens_cached_ratio",
                                   "Share of prompt tokens the prefix caches served, since the worker started", **kw)
+        self.turns_by_adapter = Counter("dialoguellm_turns_by_adapter_total",
+                                        "Turns labelled and written, by the adapter that labelled them (base: none)",
+                                        ["adapter"], **kw)
+        self.control_refused = Counter("dialoguellm_control_refused_total",
+                                       "Control messages malformed or refused (logged, skipped)", **kw)
         self.redis_errors = Counter("dialoguellm_redis_errors_total", "Redis calls that failed and were retried",
                                     **kw)
 

@@ -35,6 +35,7 @@ from pipeline.core.wire import (
 from pipeline.stream.ack_policy import OUTPUT, AckPolicy, Action
 from pipeline.stream.config import StreamConfig
 from pipeline.stream.context_store import ContextStore
+from pipeline.stream.control import Rollout
 from pipeline.stream.group_reader import ReadOrder
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.redis_retry import RedisRetry
@@ -61,8 +62,13 @@ class LabelPool(Protocol):
     queue_depth: int
     alive: int
     accepted_adapters: list[str]
+    default_adapter: str | None
+    adapter_paths: dict[str, str]  # every adapter served, and its folder
+    engine_config: Any  # `workers.engine_config.EngineConfig`: max_lora_rank
 
     async def label(self, requests: Sequence[LabelRequest]) -> list[Prediction | DialogueLLMError]: ...
+
+    async def serve(self, adapters: dict[str, str], default: str | None) -> None: ...
 
     def abandon_waiting(self) -> None: ...
 
@@ -108,6 +114,8 @@ class StreamWorker:
         self.speakers = config.speakers
         self.schema = TurnSchema(config.max_text_chars, pool.accepted_adapters)
         self.metrics = metrics or WorkerMetrics()
+        # What the control stream asks this worker to serve, and which adapter a turn naming none gets.
+        self.rollout = Rollout(redis, config, pool, self.metrics, self._served)
         # Entries labelled before a recreated group keep their done markers: none is written twice.
         self._redis = RedisRetry(self.io.ensure_group, config.in_stream, config.group,
                                  self.metrics.redis_errors.inc, log)
@@ -118,6 +126,21 @@ class StreamWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Label until `stop` is set, then finish and commit the batches in flight."""
         await self._redis(self.io.ensure_group, stop)
+        await self.rollout.start(stop)  # the control stream's current state, before any turn
+        control = asyncio.create_task(self.rollout.follow(stop))
+        try:
+            await self._run(stop)
+        finally:
+            control.cancel()
+            await asyncio.gather(control, return_exceptions=True)
+
+    def _served(self, state) -> None:
+        """A turn may name any adapter served now (and `base`)."""
+        from workers.adapters import BASE_MODEL
+
+        self.schema = TurnSchema(self.config.max_text_chars, [*state.adapters, BASE_MODEL])
+
+    async def _run(self, stop: asyncio.Event) -> None:
         slots = asyncio.Semaphore(self.pool.capacity)
         order = ReadOrder(self.io, self.config.claim_interval_ms)
         size = self.config.batch_size
@@ -277,11 +300,15 @@ class StreamWorker:
             return outcomes
         messages = [m for _, m in todo]
         contexts = await self._redis(lambda: self.context.contexts(messages))
-        requests = [LabelRequest(m.to_turn(), context, m.label_set, m.adapter)
+        # A turn naming no adapter gets the rollout's choice for its conversation (the canary rule).
+        rollout = self.rollout
+        requests = [LabelRequest(m.to_turn(), context, m.label_set,
+                                 m.adapter if m.adapter is not None else rollout.adapter_for(m.conversation_id))
                     for m, (context, _) in zip(messages, contexts, strict=True)]
         self.metrics.queue_depth.set(self.pool.queue_depth + 1)
         try:
-            answers = await self._answers(requests)
+            with rollout.using(r.adapter for r in requests):
+                answers = await self._answers(requests)
         finally:
             self.metrics.queue_depth.set(self.pool.queue_depth)
             self.metrics.engines_alive.set(self.pool.alive)
@@ -343,6 +370,7 @@ class StreamWorker:
                 self.metrics.context_only.inc()
             elif o.decision.action is Action.OUTPUT:
                 self.metrics.labelled.inc()
+                self.metrics.turns_by_adapter.labels(o.label.adapter or "base").inc()
                 self.metrics.latency.observe(o.label.latency_ms / 1000)
             elif o.decision.action is Action.DEAD_LETTER:
                 self.metrics.dead_lettered.inc()
