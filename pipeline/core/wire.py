@@ -76,15 +76,7 @@ class TurnSchema:
 
     def parse(self, fields: Mapping[Any, Any]) -> TurnMessage:
         """The turn in an entry's fields, or `MalformedMessage` naming what is wrong."""
-        payload = _field(fields, PAYLOAD)
-        if payload is None:
-            raise MalformedMessage(f"no {PAYLOAD!r} field")
-        try:
-            body = msgpack.unpackb(payload, raw=False)
-        except Exception as e:  # msgpack raises several unrelated types for bad bytes
-            raise MalformedMessage(f"payload is not msgpack ({type(e).__name__})") from None
-        if not isinstance(body, dict):
-            raise MalformedMessage(f"payload is a msgpack {type(body).__name__}, expected a map")
+        body = _payload_map(fields)
         conversation_id = _required(body, "conversation_id", str)
         turn_id = _required(body, "turn_id", int)
         if turn_id < 0:
@@ -272,15 +264,7 @@ class ControlMessage:
     @classmethod
     def parse(cls, fields: Mapping[Any, Any]) -> ControlMessage:
         """The message in an entry's fields, or `MalformedMessage` naming what is wrong."""
-        payload = _field(fields, PAYLOAD)
-        if payload is None:
-            raise MalformedMessage(f"no {PAYLOAD!r} field")
-        try:
-            body = msgpack.unpackb(payload, raw=False)
-        except Exception as e:  # msgpack raises several unrelated types for bad bytes
-            raise MalformedMessage(f"payload is not msgpack ({type(e).__name__})") from None
-        if not isinstance(body, dict):
-            raise MalformedMessage(f"payload is a msgpack {type(body).__name__}, expected a map")
+        body = _payload_map(fields)
         op = _required(body, "op", str)
         if op not in CONTROL_OPS:
             raise MalformedMessage(f"unknown op {op!r} (known: {', '.join(CONTROL_OPS)})")
@@ -347,6 +331,20 @@ def _decode_known(cls: Any, fields: Mapping[Any, Any]) -> Any:
     payload = msgpack.unpackb(_field(fields, PAYLOAD), raw=False)
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in payload.items() if k in known})
+
+
+def _payload_map(fields: Mapping[Any, Any]) -> dict:
+    """An entry's msgpack payload as a map, or `MalformedMessage` naming what is wrong."""
+    payload = _field(fields, PAYLOAD)
+    if payload is None:
+        raise MalformedMessage(f"no {PAYLOAD!r} field")
+    try:
+        body = msgpack.unpackb(payload, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types for bad bytes
+        raise MalformedMessage(f"payload is not msgpack ({type(e).__name__})") from None
+    if not isinstance(body, dict):
+        raise MalformedMessage(f"payload is a msgpack {type(body).__name__}, expected a map")
+    return body
 
 
 def _field(fields: Mapping[Any, Any], name: str) -> Any:
