@@ -21,6 +21,19 @@ def test_report_matches_hand_computed_figures():
     assert "weighted-F1=0.4167" in format_report(r)
 
 
+def test_micro_f1_without_neutral_counts_only_the_emotions():
+    gold = ["neutral", "neutral", "joy", "anger", "joy"]
+    pred = ["neutral", "joy", "joy", "neutral", "anger"]
+    r = classification_report(gold, pred, LABELS)
+    # Emotions predicted: joy, joy, anger (1 right); emotions in gold: joy, anger, joy (1 found).
+    # P = 1/3, R = 1/3: F = 1/3. The correct neutral adds nothing; accuracy would count it.
+    assert r["micro_f1_without_neutral"] == pytest.approx(1 / 3)
+    assert r["accuracy"] == pytest.approx(2 / 5)
+    assert "micro-F1 w/o neutral=0.3333" in format_report(r)
+    everything_neutral = classification_report(gold, ["neutral"] * 5, LABELS)
+    assert everything_neutral["micro_f1_without_neutral"] == 0.0
+
+
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError):
         classification_report(["joy"], [], LABELS)

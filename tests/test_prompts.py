@@ -96,3 +96,31 @@ def test_conversation_prompt_ids_extend_turn_by_turn_and_the_engine_config_check
         EngineConfig(prompt="chat")
     with pytest.raises(ConfigError, match="window_step: must be > 0"):
         EngineConfig(window_step=0)
+
+
+def test_an_adapter_is_served_with_the_prompt_it_was_trained_with_unless_a_flag_sets_one(tmp_path):
+    import json
+
+    from pipeline.cli import build_parser
+    from pipeline.cli.configs import EvalConfig
+    from pipeline.cli.flags import config_from_args
+    from workers.adapters import META_FILE
+    from workers.engine_config import PROMPT_DEFAULTS, EngineConfig
+
+    folder = tmp_path / "conversation-adapter"
+    folder.mkdir()
+    (folder / META_FILE).write_text(json.dumps({"prompt": "conversation", "context_turns": 64, "window_step": 4}))
+    served = EngineConfig(adapters={"conv": str(folder)}).resolved()
+    assert (served.prompt, served.context_turns, served.window_step) == ("conversation", 64, 4)
+    chosen = EngineConfig(adapters={"conv": str(folder)}, context_turns=5).resolved()
+    assert (chosen.prompt, chosen.context_turns) == ("conversation", 5)  # a flag wins, the rest from training
+    bare = EngineConfig(use_default_adapter=False).resolved()
+    assert {name: getattr(bare, name) for name in PROMPT_DEFAULTS} == PROMPT_DEFAULTS
+    untold = tmp_path / "trained-elsewhere"
+    untold.mkdir()
+    plain = EngineConfig(adapters={"other": str(untold)}).resolved()
+    assert (plain.prompt, plain.context_turns) == (PROMPT_DEFAULTS["prompt"], PROMPT_DEFAULTS["context_turns"])
+    # Through the command line: no prompt flags, the adapter's own settings.
+    args = build_parser().parse_args(["eval", "--dataset", "meld", "--adapter", f"conv={folder}"])
+    config = config_from_args(EvalConfig, args)
+    assert (config.engine.prompt, config.engine.context_turns) == ("conversation", 64)

@@ -45,7 +45,7 @@ class EmotionEngine:
     """Classifies turns with an LLM held in a vLLM engine (one per process)."""
 
     def __init__(self, config: EngineConfig) -> None:
-        config = config.with_default_adapter()
+        config = config.resolved()
         self.config = config
         self.adapters: dict[str, AdapterInfo] = {
             name: check_adapter(name, path, config.max_lora_rank) for name, path in config.adapters.items()

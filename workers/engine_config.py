@@ -19,6 +19,10 @@ def decoding_modes() -> tuple[str, ...]:
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+PROMPT_DEFAULTS: dict[str, object] = {"prompt": "dialoguellm", "context_turns": 2, "window_step": 8}
+"""How turns are put to the model when neither the command nor the default adapter's training
+(its `dialoguellm_adapter.json`) says: the paper's prompt with two previous turns."""
+
 
 def parse_adapter_specs(specs: list[str] | None) -> dict[str, str]:
     """`NAME=PATH` strings (as given on the command line) to a name → path map."""
@@ -64,16 +68,17 @@ class EngineConfig:
         "the model"))
     decoding: str = field(default="scoring", metadata=field_help(
         "scoring: one forward pass over the label tokens; choice: constrained generation", choices=decoding_modes))
-    prompt: str = field(default="dialoguellm", metadata=field_help(
+    prompt: str | None = field(default=None, metadata=field_help(
         "dialoguellm: the paper's prompt (previous turns, target, response mark); conversation: every turn "
-        "up to the target, each a line and a slot, sent as token ids so each turn extends the last one's prompt",
-        choices=PROMPTS))
-    context_turns: int = field(default=2, metadata=field_help(
-        "previous turns in the prompt (conversation prompt: at most this many, fewer when the window moves)",
-        flag="--context", metavar="Z"))
-    window_step: int = field(default=8, metadata=field_help(
+        "up to the target, each a line and a slot, sent as token ids so each turn extends the last one's prompt "
+        "(default: as the default adapter was trained, else dialoguellm)", choices=PROMPTS))
+    context_turns: int | None = field(default=None, metadata=field_help(
+        "previous turns in the prompt (conversation prompt: at most this many, fewer when the window moves) "
+        "(default: as the default adapter was trained, else 2)", flag="--context", metavar="Z"))
+    window_step: int | None = field(default=None, metadata=field_help(
         "conversation prompt: the window of past turns starts at a multiple of this many turn ids, so it "
-        "moves in steps of this size when the history outgrows max_model_len"))
+        "moves in steps of this size when the history outgrows max_model_len "
+        "(default: as the default adapter was trained, else 8)"))
     max_model_len: int = field(default=512, metadata=field_help("context window in tokens: prompt and answer"))
     max_lora_rank: int = field(default=16, metadata=field_help("the largest LoRA rank served"))
     max_loras: int = 4
@@ -93,14 +98,25 @@ class EngineConfig:
     tensor_parallel_size: int = 1
     seed: int = 0
 
-    def with_default_adapter(self) -> EngineConfig:
-        """This config, serving the shipped adapter when it applies (default model, no adapters)."""
+    def resolved(self) -> EngineConfig:
+        """This config as an engine serves it: the shipped adapter when it applies (default model, no
+        adapters), and each prompt setting left unset (`prompt`, `context_turns`, `window_step`) as the
+        default adapter was trained, else `PROMPT_DEFAULTS`: an adapter is served with its own prompt."""
+        from workers.adapters import read_adapter_meta
         from workers.model_store import DEFAULT_ADAPTER, DEFAULT_MODEL, default_adapter_dir
 
+        config = self
         shipped = default_adapter_dir()
-        if not self.use_default_adapter or self.adapters or self.model not in (None, "", DEFAULT_MODEL) or not shipped:
-            return self
-        return replace(self, adapters={DEFAULT_ADAPTER: str(shipped)}, default_adapter=DEFAULT_ADAPTER)
+        if self.use_default_adapter and not self.adapters and self.model in (None, "", DEFAULT_MODEL) and shipped:
+            config = replace(self, adapters={DEFAULT_ADAPTER: str(shipped)}, default_adapter=DEFAULT_ADAPTER)
+        unset = [name for name in PROMPT_DEFAULTS if getattr(config, name) is None]
+        if not unset:
+            return config
+        default = config.default_adapter or next(iter(config.adapters), None)
+        meta = read_adapter_meta(config.adapters[default]) if default is not None else None
+        trained = {name: getattr(meta, name, None) for name in unset}
+        return replace(config, **{name: PROMPT_DEFAULTS[name] if trained[name] is None else trained[name]
+                                  for name in unset})
 
     def __post_init__(self) -> None:
         if self.decoding not in decoding_modes():
@@ -110,11 +126,11 @@ class EngineConfig:
         for name in ("max_model_len", "max_lora_rank", "max_loras", "max_num_seqs", "tensor_parallel_size"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
-        if self.context_turns < 0:
+        if self.context_turns is not None and self.context_turns < 0:
             raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
-        if self.prompt not in PROMPTS:
+        if self.prompt is not None and self.prompt not in PROMPTS:
             raise ConfigError(f"prompt: {self.prompt!r} is not one of {', '.join(PROMPTS)}")
-        if self.window_step <= 0:
+        if self.window_step is not None and self.window_step <= 0:
             raise ConfigError(f"window_step: must be > 0, got {self.window_step}")
         if self.block_size is not None and (self.block_size <= 0 or self.block_size % 16):
             raise ConfigError(f"block_size: must be a positive multiple of 16, got {self.block_size}")

@@ -80,7 +80,7 @@ class EnginePool:
         if gpus is None:
             gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         self.config = config
-        engine_config = engine_config.with_default_adapter()
+        engine_config = engine_config.resolved()
         self.engine_config = engine_config
         self.context_turns = engine_config.context_turns
         self.prompt_tokens = 0  # since start, over every engine: all, and those the prefix caches served

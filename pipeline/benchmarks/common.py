@@ -7,6 +7,9 @@ import sys
 import time
 from dataclasses import dataclass
 
+CONVERSATION_CONTEXT = 64
+"""The conversation prompt's context in the benchmarks: every previous turn of a MELD dialogue (the longest has 33)."""
+
 
 def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> float:
     """fp32 matrix-product rate of this machine through torch, all cores (GFLOP/s)."""

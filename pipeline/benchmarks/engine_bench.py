@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from pipeline.benchmarks.common import ModelShape, log, matmul_gflops
+from pipeline.benchmarks.common import CONVERSATION_CONTEXT, ModelShape, log, matmul_gflops
 from pipeline.core.datasets import load_dataset
 from pipeline.core.evaluation import label_requests
 from pipeline.core.predictions import LabelRequest
@@ -61,18 +61,20 @@ def _timed(engine: Any, prompts: list[str], decoding: str) -> tuple[float, float
     return rate, 1 - engine.stats.cached_tokens / max(1, engine.stats.prompt_tokens)
 
 
-CONVERSATION_CONTEXT = 64  # every previous turn of a MELD dialogue (the longest has 33)
+def with_prompt(config: Any, prompt: str) -> Any:
+    """The engine config with a benchmark's standard settings for `prompt`, whatever the default
+    adapter was trained with: the paper prompt with z=2, the conversation prompt with every turn."""
+    from workers.engine_config import PROMPT_DEFAULTS
+
+    if prompt == "conversation":
+        return replace(config, prompt=prompt, context_turns=CONVERSATION_CONTEXT)
+    return replace(config, prompt=prompt, context_turns=PROMPT_DEFAULTS["context_turns"])
 
 
-def round_robin(conversations: Sequence[Any], limit: int) -> list[list[LabelRequest]]:
-    """Rounds of turns as live conversations send them: round r holds turn r of each conversation
-    still going, for whole conversations until about `limit` turns; context as the stream keeps it."""
-    picked, total = [], 0
-    for conv in conversations:
-        if total >= limit:
-            break
-        picked.append(conv)
-        total += len(conv.turns)
+def round_robin(conversations: Sequence[Any], count: int) -> list[list[LabelRequest]]:
+    """Rounds of turns as `count` live conversations send them: round r holds turn r of each
+    conversation still going; context as the stream keeps it."""
+    picked = list(conversations[:count])
     rounds: list[list[LabelRequest]] = []
     for r in range(max((len(c.turns) for c in picked), default=0)):
         rounds.append([LabelRequest(c.turns[r], c.context_of(r, CONVERSATION_CONTEXT), c.label_set)
@@ -97,11 +99,11 @@ def _fed_turn_by_turn(engine: Any, rounds: list[list[LabelRequest]], prompter: A
     return turns / elapsed, (engine.stats.prompt_tokens - engine.stats.cached_tokens) / turns
 
 
-def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None, limit: int) -> dict[str, Any]:
+def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None, conversations: int) -> dict[str, Any]:
     """The paper prompt (z=2) and the conversation prompt (every previous turn) on the same rounds."""
     from pipeline.core.prompter import Prompter
 
-    rounds = round_robin(load_dataset("meld", "test", data), limit)
+    rounds = round_robin(load_dataset("meld", "test", data), conversations)
     paper = Prompter.from_model(model_dir, config.context_turns, config.max_model_len)
     conversation = Prompter.from_model(model_dir, CONVERSATION_CONTEXT, config.max_model_len, "conversation",
                                        config.window_step)
@@ -127,11 +129,14 @@ def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None
     }
 
 
-def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool = True) -> dict[str, Any]:
+def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool = True,
+                         conversations: int = 20) -> dict[str, Any]:
     from pipeline.core.prompter import Prompter
     from workers.engine import EmotionEngine
     from workers.model_store import resolve_model
 
+    adapted = config  # the default adapter's row: served as a command serves it (merged on a CPU)
+    config = with_prompt(config, "dialoguellm")
     requests = label_requests(load_dataset("meld", "test", data), config.context_turns)
     timed, warm = requests[:limit], requests[limit : limit + WARMUP_TURNS]
     model_dir = resolve_model(config.model)
@@ -147,7 +152,6 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     baseline = transformers_baseline(model_dir, prompts)
     log(f"  (a) transformers generate: {baseline:.2f} turns/s")
 
-    adapted = config.with_default_adapter()
     config = replace(config, use_default_adapter=False, adapters={}, default_adapter=None)
     engine = EmotionEngine(config)
     engine.predict_prompts(warm_prompts, "meld")
@@ -156,7 +160,7 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     lever_rates = {"prompt_order_off" if config.sort_prompts else "prompt_order_on":
                    _timed(engine, prompts, config.decoding)}
     engine.config = config
-    conversation = conversation_rows(engine, model_dir, config, data, limit)
+    conversation = conversation_rows(engine, model_dir, config, data, conversations)
     del engine
     gc.collect()
     if levers:

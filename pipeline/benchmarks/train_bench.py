@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmarks.common import log
+from pipeline.benchmarks.common import CONVERSATION_CONTEXT, log
 
 SHAPES = {
     "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -46,9 +46,6 @@ def build_random_model(shape: str, folder: Path, tokenizer_dir: str, use_gpu: bo
     tokenizer.save_pretrained(folder)
     del model
     return folder
-
-
-CONVERSATION_CONTEXT = 64  # every previous turn of a MELD dialogue (the longest has 33)
 
 
 def _time_loop(model_dir: str, requests: list, device: str, *, step: str, objective: str, top_layers: int | None,

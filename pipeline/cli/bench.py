@@ -19,7 +19,8 @@ def run_bench_engine(config: configs.BenchEngineConfig) -> int:
     from pipeline.benchmarks.engine_bench import run_engine_benchmark
 
     preflight(config)
-    return _emit(config, run_engine_benchmark(config.engine, config.limit, config.data, levers=config.levers))
+    return _emit(config, run_engine_benchmark(config.engine, config.limit, config.data, levers=config.levers,
+                                              conversations=config.conversations))
 
 
 def run_bench_train(config: configs.BenchTrainConfig) -> int:
@@ -33,7 +34,7 @@ def run_bench_train(config: configs.BenchTrainConfig) -> int:
 
 
 def run_bench_stream(config: configs.BenchStreamConfig) -> int:
-    from pipeline.benchmarks.engine_bench import CONVERSATION_CONTEXT
+    from pipeline.benchmarks.engine_bench import with_prompt
     from pipeline.benchmarks.stream_bench import new_stream_names, run_stream_benchmark, stream_requests
     from pipeline.stream.embedded_redis import redis_or_embedded
     from workers.engine_pool import EnginePool
@@ -42,8 +43,7 @@ def run_bench_stream(config: configs.BenchStreamConfig) -> int:
     preflight(dataclasses.replace(config, stream=dataclasses.replace(config.stream, redis_url=url)))
     results = {}
     for prompt in dict.fromkeys(config.compare_prompts):
-        engine = config.engine if prompt == config.engine.prompt else dataclasses.replace(
-            config.engine, prompt=prompt, context_turns=max(config.engine.context_turns, CONVERSATION_CONTEXT))
+        engine = with_prompt(config.engine, prompt)
         stream = dataclasses.replace(config.stream, redis_url=url, **new_stream_names())
         requests = stream_requests(config.data, engine.context_turns, config.limit, config.conversations)
         pool = EnginePool(engine, config.pool)

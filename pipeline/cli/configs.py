@@ -65,10 +65,10 @@ def _positive(config: Any, *names: str) -> None:
 
 def _engine_served(config: Any) -> None:
     """The engine as a command serves it: the first `--adapter` is the default unless one is named,
-    and with the default model and none given, the shipped adapter (`EngineConfig.with_default_adapter`)."""
+    and with the default model and none given, the shipped adapter (`EngineConfig.resolved`)."""
     engine = config.engine
     first = engine.default_adapter or next(iter(engine.adapters), None)
-    object.__setattr__(config, "engine", dataclasses.replace(engine, default_adapter=first).with_default_adapter())
+    object.__setattr__(config, "engine", dataclasses.replace(engine, default_adapter=first).resolved())
 
 
 def _video_on_pool(config: Any) -> None:
@@ -385,6 +385,8 @@ class BenchEngineConfig:
     """`dialoguellm bench engine`."""
 
     limit: int = field(default=128, metadata=field_help("MELD test turns to time"))
+    conversations: int = field(default=20, metadata=field_help(
+        "MELD test conversations fed round robin, turn by turn, in the paper-against-conversation prompt rows"))
     levers: bool = field(default=True, metadata=field_help(
         "skip the second engine start that measures prefix caching off", flag="--no-levers"))
     data: str | None = data_field()
@@ -392,7 +394,7 @@ class BenchEngineConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
-        _positive(self, "limit")
+        _positive(self, "limit", "conversations")
         _engine_served(self)
 
 

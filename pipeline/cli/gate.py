@@ -1,8 +1,10 @@
 """`dialoguellm gate`: is a new adapter better on the users' own turns, and not worse elsewhere?
 
-Both adapters are served by one engine (LoRA, the same kernels for both) and evaluated on the
-same held-back sets: the corrections' dev part (`corrections export`'s dev.jsonl) and the guard
-sets (MELD dev by default). The decision is `pipeline.core.gate.decide`; exit 0 only when it passes.
+Each adapter is evaluated as it would serve, on the same held-back turns: the corrections' dev
+part (`corrections export`'s dev.jsonl) and the guard sets (MELD dev by default). One engine at a
+time serves one adapter alone, with the prompt it was trained with (unless the engine flags set
+one), merged into the model on a CPU as `serve` does: the figures are those its users would get.
+The decision is `pipeline.core.gate.decide`; exit 0 only when it passes.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ def run_gate(config: GateConfig) -> int:
 
     (candidate, candidate_path), (against, against_path) = config.adapters()
     adapters = {candidate: candidate_path, **({against: against_path} if against_path else {})}
-    engine_config = dataclasses.replace(config.engine, adapters=adapters, default_adapter=candidate,
-                                        enable_lora=True, use_default_adapter=False)
-    preflight(engine_config)  # the adapter folders, before anything loads
+    preflight(dataclasses.replace(config.engine, adapters=adapters, default_adapter=candidate,
+                                  use_default_adapter=False))  # both folders, before anything loads
+    served = {name: dataclasses.replace(config.engine, adapters={name: path} if path else {},
+                                        default_adapter=name if path else None, use_default_adapter=False,
+                                        enable_lora=False).resolved()
+              for name, path in ((candidate, candidate_path), (against, against_path))}
 
     folder = Path(config.corrections)
     label_set = export_label_set(folder)
@@ -44,29 +49,38 @@ def run_gate(config: GateConfig) -> int:
         set_label_set = export_label_set(path) if dataset == "jsonl" and path else None
         wanted.append((f"{dataset} {split}", GUARD, load_dataset(dataset, split, path or config.data, set_label_set)))
 
-    context = engine_config.context_turns
-    prompter = Prompter.from_model(resolve_model(engine_config.model), context, engine_config.max_model_len,
-                                   engine_config.prompt, engine_config.window_step)
-    chosen = []
-    for name, role, conversations in wanted:
-        requests = label_requests(conversations, context, limit=config.limit)
-        if not requests:
-            raise DataError(f"{name}: no labelled turns to evaluate" + (
-                " (too few corrected conversations for the dev share?)" if role == CORRECTIONS else ""))
-        prompter.build_all(requests)  # a prompt over the window fails here, before the engine starts
-        chosen.append((name, role, requests))
+    # Each adapter's requests, with its own context; a prompt over the window fails here, before an engine starts.
+    asked: dict[str, list] = {}
+    for name, engine_config in served.items():
+        prompter = Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns,
+                                       engine_config.max_model_len, engine_config.prompt, engine_config.window_step)
+        asked[name] = []
+        for set_name, role, conversations in wanted:
+            requests = label_requests(conversations, engine_config.context_turns, limit=config.limit)
+            if not requests:
+                raise DataError(f"{set_name}: no labelled turns to evaluate" + (
+                    " (too few corrected conversations for the dev share?)" if role == CORRECTIONS else ""))
+            prompter.build_all(requests)
+            asked[name].append(requests)
+
+    import sys
+
+    from tqdm import tqdm
 
     from workers.engine import EmotionEngine
 
-    engine = EmotionEngine(engine_config)
-    sets = []
-    for name, role, requests in chosen:
-        reports = {}
-        for adapter in (candidate, against):
-            asked = [dataclasses.replace(r, adapter=adapter) for r in requests]
-            reports[adapter], _ = evaluate(engine, asked, config.batch_size,
-                                           temperature=engine.temperature(adapter, requests[0].label_set))
-        sets.append(GateSet(name, role, reports[candidate], reports[against]))
+    reports: dict[str, list[dict]] = {}
+    for name, engine_config in served.items():
+        engine = EmotionEngine(engine_config)
+        try:
+            with tqdm(total=sum(map(len, asked[name])), desc=f"gate: {name}", unit="turn", file=sys.stderr) as bar:
+                reports[name] = [evaluate(engine, requests, config.batch_size, bar.update,
+                                          temperature=engine.temperature(engine.adapter_name(None), requests[0].label_set))[0]
+                                 for requests in asked[name]]
+        finally:
+            engine.close()
+    sets = [GateSet(set_name, role, reports[candidate][k], reports[against][k])
+            for k, (set_name, role, _) in enumerate(wanted)]
     decision = decide(sets, config.margin, config.metric)
     print(format_table(sets, candidate, against))
     for reason in decision.reasons:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from pipeline.core.errors import DataError
 
+NEUTRAL = "neutral"  # every label set's "no emotion" label (metrics without neutral leave it out)
+
 
 @dataclass(frozen=True)
 class LabelSet:
