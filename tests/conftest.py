@@ -91,3 +91,13 @@ def r():
     client = redis.Redis.from_url(REDIS_URL)
     yield client
     client.close()
+
+
+def acl_denials(r, user: str) -> list:
+    """The Redis ACL log's entries for `user`: what the server refused it (a test user should have none)."""
+    def name(entry) -> str:
+        fields = dict(zip(entry[::2], entry[1::2])) if isinstance(entry, list) else entry
+        value = fields.get(b"username", fields.get("username", b""))
+        return value.decode() if isinstance(value, bytes) else value
+
+    return [e for e in r.execute_command("ACL", "LOG", "128") if name(e) == user]

@@ -25,7 +25,7 @@ from pipeline.watch.server import WatchServer
 httpx = pytest.importorskip("httpx")
 
 import test_watch  # noqa: E402
-from conftest import REDIS_URL  # noqa: E402
+from conftest import REDIS_URL, acl_denials  # noqa: E402
 from test_watch import label, open_page, push, row_of, until, wait_for  # noqa: E402
 
 # test_watch's fixtures, shared: the test's own streams, a server on them, the headless Chromium.
@@ -225,19 +225,13 @@ def test_the_server_runs_as_a_user_that_may_only_xadd_to_the_corrections_stream(
             assert wait_for(lambda: httpx.get(server.url + "api/conversation", params={"id": "call-1"}, headers={
                 "Authorization": f"Bearer {ALICE}"}).json()["turns"][1].get("corrected"))
         assert [c.corrected_label for c in written(r, corrections)] == ["surprise"]
-        denied = [e for e in r.execute_command("ACL", "LOG", "128") if _acl_user(e) == user]
-        assert denied == []
+        assert acl_denials(r, user) == []
         with redis.Redis.from_url(as_user) as limited:  # and that is all it may write
             with pytest.raises(redis.exceptions.NoPermissionError):
                 limited.xadd(corrections["labels_stream"], {"payload": b"x"})
     finally:
         r.execute_command("ACL", "DELUSER", user)
 
-
-def _acl_user(entry) -> str:
-    fields = dict(zip(entry[::2], entry[1::2])) if isinstance(entry, list) else entry
-    value = fields.get(b"username", fields.get("username", b""))
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # ---- the page in a headless Chromium ------------------------------------------------------------

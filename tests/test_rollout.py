@@ -26,7 +26,7 @@ from pipeline.stream.config import StreamConfig, worker_report_key
 
 redis = pytest.importorskip("redis")
 
-from conftest import REDIS_URL  # noqa: E402
+from conftest import REDIS_URL, acl_denials  # noqa: E402
 
 pytestmark = pytest.mark.engine
 CONVERSATIONS = 1000
@@ -273,3 +273,34 @@ def _a_later_worker_serves_the_current_state(r, prefix, cfg, tiny_model, texts):
         assert {x.adapter for x in labels} == {"v2"}
     finally:
         engines.shutdown()
+
+
+def test_the_readmes_rollout_user_may_send_control_messages_and_list_workers_and_nothing_else(
+        r, prefix, adapters_root, run_cli):
+    """The control stream's ACL user exactly as the README gives it (read from the README)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    line = re.search(r"^ACL SETUSER rollout (.+?)\n\s+(.+?)$", readme, re.M)
+    assert line, "the README's rollout ACL line"
+    control = f"{prefix}:control"
+    user, password = f"rollout-test-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    rules = (line.group(1).rstrip(" \\") + " " + line.group(2)).replace("dialoguellm:control", control)
+    r.execute_command("ACL", "SETUSER", user, *rules.replace(">PASSWORD", f">{password}").split())
+    as_user = REDIS_URL.replace("redis://", f"redis://{user}:{password}@")
+    common = ("--redis", as_user, "--control-stream", control)
+    try:
+        loaded = run_cli("adapters", "load", "v2", str(adapters_root / "v2"), "--adapters-root", str(adapters_root),
+                         *common, timeout=120)
+        assert loaded.returncode == 0, loaded.stderr[-2000:]
+        listed = run_cli("adapters", "list", *common, timeout=120)
+        assert listed.returncode == 0, listed.stderr[-2000:]
+        sent = [ControlMessage.parse(fields) for _, fields in r.xrange(control)]
+        assert [(m.op, m.name) for m in sent] == [("load", "v2")]
+        assert acl_denials(r, user) == []
+        with redis.Redis.from_url(as_user) as limited:  # and that is all it may write
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                limited.xadd(f"{prefix}:turns", {"payload": b"x"})
+    finally:
+        r.execute_command("ACL", "DELUSER", user)

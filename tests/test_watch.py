@@ -28,7 +28,7 @@ from pipeline.watch.server import WatchServer
 redis = pytest.importorskip("redis")
 httpx = pytest.importorskip("httpx")
 
-from conftest import REDIS_URL  # noqa: E402
+from conftest import REDIS_URL, acl_denials  # noqa: E402
 
 MELD = LABEL_SETS["meld"].labels
 TOKEN = "test-token-0123456789abcdef"
@@ -337,16 +337,10 @@ def test_the_server_only_reads_redis(r, streams):
         with WatchServer(config) as server:
             push(r, streams, label("c", 1))
             assert wait_for(lambda: len((detail_of(server.url, "c") or {"turns": []})["turns"]) == 2)
-        denied = [e for e in r.execute_command("ACL", "LOG", "128") if _acl_user(e) == user]
-        assert denied == []
+        assert acl_denials(r, user) == []
     finally:
         r.execute_command("ACL", "DELUSER", user)
 
-
-def _acl_user(entry) -> str:
-    fields = dict(zip(entry[::2], entry[1::2])) if isinstance(entry, list) else entry
-    value = fields.get(b"username", fields.get("username", b""))
-    return value.decode() if isinstance(value, bytes) else value
 
 
 # ---- the page in a headless Chromium ------------------------------------------------------------
