@@ -264,6 +264,8 @@ def _start_llm(model: str, config: EngineConfig, enable_lora: bool) -> Any:
         max_num_batched_tokens=config.max_num_batched_tokens,
         tensor_parallel_size=config.tensor_parallel_size,
         seed=config.seed,
+        # The weight-loading bar is vLLM's chatter: shown with --verbose (its INFO level), not otherwise.
+        use_tqdm_on_load=envs.libraries_verbose(),
     )
     if enable_lora:
         kwargs.update(enable_lora=True, max_lora_rank=config.max_lora_rank, max_loras=config.max_loras)

@@ -44,6 +44,12 @@ def is_set(name: str) -> bool:
     return name in os.environ
 
 
+def libraries_verbose() -> bool:
+    """Whether the libraries we start may print their INFO output, progress bars included: the
+    vLLM level the command set (`pipeline.core.logs.quiet_libraries`), inherited by actors."""
+    return os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper() in ("DEBUG", "INFO")
+
+
 def set_default(name: str, value: str) -> None:
     """Give one of the `SET` variables `value` unless it has one."""
     _check_set(name)
