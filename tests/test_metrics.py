@@ -69,3 +69,25 @@ def test_decision_weights_and_undoing_class_weights():
     gold = [0] * 8 + [1] * 2
     d = fit_decision_weights(probs, gold, ("a", "b"))
     assert d["a"] == 1.0 and [decide(dict(zip("ab", p)), d) for p in probs] == ["a"] * 8 + ["b"] * 2
+
+
+def test_the_fitted_decision_rule_also_counts_the_negative_turns_supervisors_act_on():
+    from pipeline.core.decision import decide, fit_decision_weights, fit_serving
+
+    labels = ("neutral", "joy", "anger", "sadness")
+    # Negative turns the argmax calls neutral, whose runner-up is the wrong negative label: moving
+    # them gains nothing per class, and the turns moved with them cost neutral F1; but each is a
+    # negative turn caught, what "is this turn negative?" (negative-F1) counts.
+    sad_looking, angry_looking = [0.6, 0.07, 0.03, 0.3], [0.6, 0.07, 0.3, 0.03]
+    probs = [sad_looking] * 10 + [angry_looking] * 20 + [[0.9, 0.05, 0.03, 0.02]] * 30 + [[0.1, 0.8, 0.05, 0.05]] * 10
+    gold = [2] * 10 + [3] * 10 + [0] * 10 + [0] * 30 + [1] * 10
+
+    def negative_recall(d):
+        chosen = [labels.index(decide(dict(zip(labels, p)), d)) for p in probs]
+        return sum(c in (2, 3) for c, g in zip(chosen, gold) if g in (2, 3)) / 20
+
+    assert negative_recall(fit_decision_weights(probs, gold, labels)) == 0.5
+    assert negative_recall(fit_decision_weights(probs, gold, labels, negative=("anger", "sadness"))) == 1.0
+    temperature, decision, served = fit_serving(probs, gold, labels, ("anger", "sadness"))
+    assert temperature > 0 and decision is not None and len(served) == len(probs)
+    assert fit_serving(probs, gold, labels, fit_decision=False)[1] is None

@@ -230,11 +230,10 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
 
     As served: the model's label probabilities with the class weights divided out, then calibrated.
     """
-    import numpy as np
 
-    from pipeline.core.calibration import apply_temperature, expected_calibration_error, fit_temperature
-    from pipeline.core.decision import decide, fit_decision_weights, undo_class_weights
-    from pipeline.core.labels import get_label_set
+    from pipeline.core.calibration import expected_calibration_error
+    from pipeline.core.decision import decide, fit_serving, undo_class_weights
+    from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
     from training.batching import plan_epoch
 
@@ -261,10 +260,10 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
         indices = [i for i, e in enumerate(examples) if e.label_set == name]
         labels = spaces[name].labels
         gold = [labels.index(examples[i].label) for i in indices]
-        temperatures[name] = fit_temperature([probs[i] for i in indices], gold)
-        served = [apply_temperature(dict(zip(labels, probs[i], strict=True)), temperatures[name]) for i in indices]
-        if fit_decision:
-            decisions[name] = fit_decision_weights(np.array([[p[x] for x in labels] for p in served]), gold, labels)
+        temperatures[name], decision, served = fit_serving([probs[i] for i in indices], gold, labels,
+                                                           negative_labels(spaces[name]), fit_decision)
+        if decision is not None:
+            decisions[name] = decision
         chosen = [labels.index(decide(p, decisions.get(name))) for p in served]
         report = classification_report([examples[i].label for i in indices], [labels[c] for c in chosen],
                                        get_label_set(name))

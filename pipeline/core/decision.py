@@ -6,8 +6,13 @@
   probabilities by w and renormalises (`undo_class_weights`): the probabilities are again
   estimates of p(c | x), which the dev-fitted temperature then calibrates.
 - **The decision rule** (`fit_decision_weights`): the label is argmax_c p_c · d_c, with d fitted on
-  dev to maximise the mean of weighted-F1 and macro-F1; the probabilities served stay the calibrated
-  p, only the choice of label moves. d = 1 for every class is plain argmax.
+  dev to maximise the mean of weighted-F1, macro-F1 and, where the label set has negative labels,
+  the F1 of "is this turn negative?" (what the supervisors' page and alerts act on); the
+  probabilities served stay the calibrated p, only the choice of label moves. d = 1 for every
+  class is plain argmax.
+- **Fitting what serving applies** (`fit_serving`): the temperature on dev, then the decision
+  weights on the calibrated probabilities: one function for training's epoch ends and for
+  `dialoguellm calibrate`.
 """
 
 from __future__ import annotations
@@ -52,20 +57,29 @@ def f1_scores(gold: Sequence[int], predicted: Sequence[int], n: int) -> tuple[fl
 
 
 def fit_decision_weights(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
-                         rounds: int = 4) -> dict[str, float]:
-    """Decision weights d (first label fixed at 1) maximising (weighted-F1 + macro-F1) / 2 of
-    argmax p · d on these examples: coordinate ascent over a grid of log d."""
+                         negative: Sequence[str] = (), rounds: int = 4) -> dict[str, float]:
+    """Decision weights d (first label fixed at 1) maximising the mean of weighted-F1, macro-F1 and
+    (when `negative` names labels) negative-F1 of argmax p · d on these examples: coordinate
+    ascent over a grid of log d."""
     import numpy as np
 
     p = np.asarray(probs, dtype=np.float64)
     g = np.asarray(gold)
     n = len(labels)
+    is_negative = np.array([label in set(negative) for label in labels])
+    gold_negative = is_negative[g] if is_negative.any() else None
     log_d = np.zeros(n)
     grid = np.linspace(-2.5, 2.5, 51)
 
     def score(ld: np.ndarray) -> float:
-        w, m = f1_scores(g, np.argmax(np.log(np.clip(p, 1e-300, None)) + ld, axis=1), n)
-        return (w + m) / 2
+        chosen = np.argmax(np.log(np.clip(p, 1e-300, None)) + ld, axis=1)
+        w, m = f1_scores(g, chosen, n)
+        if gold_negative is None:
+            return (w + m) / 2
+        predicted_negative = is_negative[chosen]
+        both = np.sum(gold_negative & predicted_negative)
+        denominator = np.sum(gold_negative) + np.sum(predicted_negative)
+        return (w + m + (2 * both / denominator if denominator else 0.0)) / 3
 
     best = score(log_d)
     for _ in range(rounds):
@@ -80,3 +94,18 @@ def fit_decision_weights(probs: Sequence[Sequence[float]], gold: Sequence[int], 
         if not improved:
             break
     return {label: float(np.exp(v)) for label, v in zip(labels, log_d, strict=True)}
+
+
+def fit_serving(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
+                negative: Sequence[str] = (), fit_decision: bool = True
+                ) -> tuple[float, dict[str, float] | None, list[dict[str, float]]]:
+    """What serving applies, fitted on dev from the model's (class-weight-free) label probabilities:
+    the temperature, the decision weights on the calibrated probabilities (None: plain argmax)
+    and those calibrated probabilities."""
+    from pipeline.core.calibration import apply_temperature, fit_temperature
+
+    temperature = fit_temperature(probs, gold)
+    served = [apply_temperature(dict(zip(labels, row, strict=True)), temperature) for row in probs]
+    decision = fit_decision_weights([[q[x] for x in labels] for q in served], gold, labels, negative) \
+        if fit_decision else None
+    return temperature, decision, served
