@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.gate import CORRECTIONS, GUARD, GateSet, decide, format_table
+from pipeline.core.labels import get_label_set
 from training.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,3 +172,41 @@ def test_the_shipped_recipe_continues_the_default_adapter_on_an_export(tmp_path)
     config = load_config(path)
     assert config.init_adapter == "default" and [s.weight for s in config.train] == [4.0, 0.25]
     assert config.train[0].resolved_label_set() == "dailydialog"
+
+
+# ---- dialoguellm calibrate on the tiny model ---------------------------------------------------
+
+@pytest.mark.engine
+def test_calibrate_refits_temperature_and_decision_into_a_new_folder(run_cli, tmp_path, tiny_model, tiny_adapter):
+    from workers.adapters import META_FILE, read_adapter_meta
+
+    common = ("--set", "meld:dev", "--limit", "48", "--model", str(tiny_model), "--max-model-len", "256",
+              "--max-lora-rank", "8", "--kv-cache-gib", "1", "--context", "1")
+    original = (tiny_adapter / META_FILE).read_bytes() if (tiny_adapter / META_FILE).exists() else None
+    figures = {}
+    for rule in ("argmax", "fitted"):
+        out = tmp_path / f"recalibrated-{rule}"
+        result = run_cli("calibrate", f"tiny={tiny_adapter}", "--out", str(out), "--decision-rule", rule, *common,
+                         timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        saved = json.loads((out / "calibration.json").read_text())
+        meta = read_adapter_meta(out)
+        assert meta.temperatures["meld"] == saved["temperatures"]["meld"] > 0
+        assert (out / "adapter_model.safetensors").read_bytes() == (tiny_adapter / "adapter_model.safetensors").read_bytes()
+        [figures[rule]] = saved["sets"]
+        assert figures[rule]["n"] == 48 and "wrote " + str(out) in result.stdout
+        if rule == "fitted":
+            assert set(meta.decision_weights["meld"]) == set(get_label_set("meld").labels)
+    # A temperature never changes the argmax: the labels, hence the F1s, stay exactly as served.
+    argmax = figures["argmax"]
+    assert argmax["after"]["weighted_f1"] == argmax["before"]["weighted_f1"]
+    assert argmax["after"]["macro_f1"] == argmax["before"]["macro_f1"]
+    # The fitted rule starts from the argmax and only takes a change that raises its objective.
+    def objective(f):
+        return f["weighted_f1"] + f["macro_f1"] + 2 * f["negative_recall"] * f["negative_precision"] / (
+            (f["negative_recall"] + f["negative_precision"]) or 1)
+
+    assert objective(figures["fitted"]["after"]) >= objective(figures["fitted"]["before"]) - 1e-9
+    assert ((tiny_adapter / META_FILE).read_bytes() if (tiny_adapter / META_FILE).exists() else None) == original
+    again = run_cli("calibrate", f"tiny={tiny_adapter}", "--out", str(tmp_path / "recalibrated-argmax"), *common)
+    assert again.returncode == 2 and "out:" in again.stderr and "exists" in again.stderr

@@ -118,6 +118,12 @@ class EngineConfig:
         return replace(config, **{name: PROMPT_DEFAULTS[name] if trained[name] is None else trained[name]
                                   for name in unset})
 
+    def alone(self, name: str, path: str | None) -> EngineConfig:
+        """This config serving one adapter alone as its default, as `serve` would (merged into the
+        model on a CPU), with the prompt it was trained with unless set here; `path` None: the bare model."""
+        return replace(self, adapters={name: path} if path else {}, default_adapter=name if path else None,
+                       use_default_adapter=False, enable_lora=False).resolved()
+
     def __post_init__(self) -> None:
         if self.decoding not in decoding_modes():
             raise ConfigError(f"decoding: {self.decoding!r} is not one of {', '.join(decoding_modes())}")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from pipeline.cli import adapters, alerts, bench, configs, evaluate, gate, label, stream, train, video, watch
+from pipeline.cli import adapters, alerts, bench, calibrate, configs, evaluate, gate, label, stream, train, video, watch
 from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.logs import quiet_libraries
@@ -31,6 +31,8 @@ COMMANDS: dict[str, Union[Command, Group]] = {
     "gate": ("evaluate a new adapter against the served one on the corrections' dev part and held-back sets; "
              "exit 0 only when it is better on the corrections and at most --margin worse on the rest",
              configs.GateConfig, gate.run_gate),
+    "calibrate": ("refit an adapter's temperatures and decision weights on dev sets, without retraining, into "
+                  "a new adapter folder", configs.CalibrateConfig, calibrate.run_calibrate),
     "serve": ("label turns from a Redis stream until SIGTERM", configs.ServeConfig, stream.run_serve),
     "push": ("send a conversation file (MELD CSV or JSONL) turn by turn to the input stream", configs.PushConfig,
              stream.run_push),

@@ -340,6 +340,43 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class CalibrateConfig:
+    """`dialoguellm calibrate`."""
+
+    adapter: str = field(metadata=field_help("the adapter to recalibrate, as NAME=PATH", positional=True))
+    out: str = field(metadata=field_help(
+        "the new adapter folder: a copy with the refitted temperatures and decision weights (a new "
+        "version: serve it under a new name)", metavar="DIR"))
+    sets: tuple[tuple[str, str, str | None], ...] = field(
+        default=(("meld", "dev", None), ("emorynlp", "dev", None)), metadata=field_help(
+            "a dev set to fit on (repeatable; default: meld:dev and emorynlp:dev); sets of one label set are "
+            "fitted together; PATH: a data root, folder or file (a corrections export folder for jsonl)",
+            flag="--set", parse=_parse_sets, metavar="DATASET[:SPLIT][=PATH]"))
+    decision_rule: str = field(default="fitted", metadata=field_help(
+        "fitted: decision weights on the mean of weighted-F1, macro-F1 and negative-F1; argmax: none",
+        choices=("fitted", "argmax")))
+    limit: int | None = field(default=None, metadata=field_help("use the first N labelled turns of each set"))
+    batch_size: int = field(default=256, metadata=field_help("turns per engine call"))
+    report: str | None = field(default=None, metadata=field_help(
+        "write the figures before and after as JSON here (default: OUT/calibration.json)", metavar="FILE"))
+    data: str | None = data_field()
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        _positive(self, "limit", "batch_size")
+        if self.engine.adapters:
+            raise ConfigError("adapter: give the adapter to recalibrate as the first argument, no --adapter")
+        self.named_adapter()
+        if Path(self.out).exists():
+            raise ConfigError(f"out: {self.out} exists (a recalibrated adapter is a new folder)")
+
+    def named_adapter(self) -> tuple[str, str]:
+        """(name, path) of the adapter to recalibrate."""
+        name, path = _parse_adapter(self.adapter, "adapter")
+        return name, str(path)
+
+
+@dataclass(frozen=True)
 class DescribeConfig:
     """`dialoguellm describe`."""
 

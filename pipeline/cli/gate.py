@@ -21,20 +21,16 @@ EXIT_FAILED = 1
 
 
 def run_gate(config: GateConfig) -> int:
+    from pipeline.cli.eval_sets import evaluate_served, load_sets, requests_for
     from pipeline.core.corrections import DEV_FILE, export_label_set
     from pipeline.core.datasets import load_dataset
-    from pipeline.core.evaluation import evaluate, label_requests
     from pipeline.core.gate import CORRECTIONS, GUARD, GateSet, decide, format_table
-    from pipeline.core.prompter import Prompter
-    from workers.model_store import resolve_model
 
     (candidate, candidate_path), (against, against_path) = config.adapters()
     adapters = {candidate: candidate_path, **({against: against_path} if against_path else {})}
     preflight(dataclasses.replace(config.engine, adapters=adapters, default_adapter=candidate,
                                   use_default_adapter=False))  # both folders, before anything loads
-    served = {name: dataclasses.replace(config.engine, adapters={name: path} if path else {},
-                                        default_adapter=name if path else None, use_default_adapter=False,
-                                        enable_lora=False).resolved()
+    served = {name: config.engine.alone(name, path)
               for name, path in ((candidate, candidate_path), (against, against_path))}
 
     folder = Path(config.corrections)
@@ -42,45 +38,21 @@ def run_gate(config: GateConfig) -> int:
     if not (folder / DEV_FILE).is_file() or label_set is None:
         raise DataError(f"corrections: {folder} is not a folder `dialoguellm corrections export` wrote "
                         f"(no {DEV_FILE} and manifest.json)")
-    wanted = [(f"corrections {folder.name}/{DEV_FILE}", CORRECTIONS,
-               load_dataset("jsonl", "dev", folder / DEV_FILE, label_set))]
-    for spec in config.sets:
-        dataset, split, path = spec
-        set_label_set = export_label_set(path) if dataset == "jsonl" and path else None
-        wanted.append((f"{dataset} {split}", GUARD, load_dataset(dataset, split, path or config.data, set_label_set)))
+    sets = [(f"corrections {folder.name}/{DEV_FILE}", load_dataset("jsonl", "dev", folder / DEV_FILE, label_set)),
+            *load_sets(config.sets, config.data)]
+    roles = [CORRECTIONS] + [GUARD] * (len(sets) - 1)
+    try:
+        asked = {name: requests_for(engine_config, sets, config.limit) for name, engine_config in served.items()}
+    except DataError as e:
+        if str(e).startswith(sets[0][0]):
+            raise DataError(f"{e} (too few corrected conversations for the dev share?)") from None
+        raise
 
-    # Each adapter's requests, with its own context; a prompt over the window fails here, before an engine starts.
-    asked: dict[str, list] = {}
-    for name, engine_config in served.items():
-        prompter = Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns,
-                                       engine_config.max_model_len, engine_config.prompt, engine_config.window_step)
-        asked[name] = []
-        for set_name, role, conversations in wanted:
-            requests = label_requests(conversations, engine_config.context_turns, limit=config.limit)
-            if not requests:
-                raise DataError(f"{set_name}: no labelled turns to evaluate" + (
-                    " (too few corrected conversations for the dev share?)" if role == CORRECTIONS else ""))
-            prompter.build_all(requests)
-            asked[name].append(requests)
-
-    import sys
-
-    from tqdm import tqdm
-
-    from workers.engine import EmotionEngine
-
-    reports: dict[str, list[dict]] = {}
-    for name, engine_config in served.items():
-        engine = EmotionEngine(engine_config)
-        try:
-            with tqdm(total=sum(map(len, asked[name])), desc=f"gate: {name}", unit="turn", file=sys.stderr) as bar:
-                reports[name] = [evaluate(engine, requests, config.batch_size, bar.update,
-                                          temperature=engine.temperature(engine.adapter_name(None), requests[0].label_set))[0]
-                                 for requests in asked[name]]
-        finally:
-            engine.close()
+    reports = {name: [report for report, _, _ in evaluate_served(engine_config, asked[name], config.batch_size,
+                                                                 f"gate: {name}")]
+               for name, engine_config in served.items()}
     sets = [GateSet(set_name, role, reports[candidate][k], reports[against][k])
-            for k, (set_name, role, _) in enumerate(wanted)]
+            for k, ((set_name, _), role) in enumerate(zip(sets, roles, strict=True))]
     decision = decide(sets, config.margin, config.metric)
     print(format_table(sets, candidate, against))
     for reason in decision.reasons:
