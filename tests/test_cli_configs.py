@@ -21,7 +21,7 @@ REQUIRED = {
     "describe": ["clip.mp4", "--start", "0", "--end", "1"], "label": ["--manifest", "m.csv", "--out", "o.parquet"],
     "alerts": ["--rules", "r.yaml"], "forget": ["--conversation", "c"], "corrections": ["--out", "exported"],
     "gate": ["--candidate", "new=adapters/new"], "adapters load": ["v2", "/adapters/v2"], "adapters default": ["v2"],
-    "adapters unload": ["v1"],
+    "adapters unload": ["v1"], "calibrate": ["a=adapters/a", "--out", "recalibrated"],
 }
 
 
