@@ -151,7 +151,16 @@ class EnginePool:
                     await self.actors.restart(i, (config,), timeout_s)
                     self.merged, self.lora = merge, not merge
                 elif self.actors.is_alive(i):
-                    await self._bring_up_to_date(i)
+                    engine = self.actors.actors[i]
+                    try:
+                        await self._bring_up_to_date(i)
+                    except Exception as e:
+                        if self.actors.actors[i] is engine:
+                            raise  # this engine failed the change itself: refused
+                        # Replaced while the change waited behind its batches (killed as hung): not a
+                        # refusal; the new engine is brought up to date before it takes work (`on_ready`).
+                        log.warning(f"engine {i} was replaced while the change waited for it; the new one "
+                                    "gets it before it takes work", extra={"error": one_line(e)})
                 # else: out of rotation; brought up to date before it is back (`ActorSet.on_ready`)
         except BaseException as e:
             # An engine refused (a weights file that does not load): every engine back to what it served.
