@@ -72,3 +72,20 @@ def test_an_engine_that_fails_the_change_itself_refuses_it_and_every_engine_goes
         asyncio.run(pool.serve({"default": "/a/default", "v2": "/a/v2"}, "v2"))
     assert pool.default_adapter == "default" and pool.engine_config.default_adapter == "default"
     assert asked == [(0, "v2"), (0, "default"), (1, "default")]
+
+
+def test_a_change_waits_as_long_as_the_batches_ahead_of_it_may_take():
+    """A change runs on the engine's thread after the batches it holds (up to max_inflight_per_engine),
+    each allowed its deadline with the per-turn allowance: a slow LoRA batch on a busy CPU is not a refusal."""
+    pool = lora_pool()
+    pool.config = PoolConfig(engine_timeout_s=60, engine_timeout_per_turn_s=10, max_inflight_per_engine=2,
+                             health_timeout_s=30)
+    pool._largest_batch = 32
+    waited = []
+
+    async def call(i, method, *args, timeout_s):
+        waited.append((i, method, timeout_s))
+
+    pool._call = call
+    asyncio.run(pool._bring_up_to_date(1))
+    assert waited == [(1, "serve", 2 * (60 + 10 * 32) + 30)]
