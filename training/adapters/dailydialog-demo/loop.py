@@ -455,7 +455,7 @@ class Loop:
         labels: dict[tuple[str, int], list] = {}
         dead: set[tuple[str, int]] = set()
         start = time.monotonic()
-        last_change, last_print, last_done = start, 0.0, 0
+        last_change, last_print, last_done, base = start, 0.0, 0, None
         while True:
             for _, fields in labels_tail.poll():
                 label = LabelMessage.decode(fields)
@@ -468,6 +468,7 @@ class Loop:
                     dead.add(key)
             done = len(wanted & (set(labels) | dead))
             now = time.monotonic()
+            base = done if base is None else base  # labelled before the wait began: not in the rate
             if done != last_done:
                 last_change, last_done = now, done
             if done >= len(wanted) and not last_print:
@@ -475,7 +476,7 @@ class Loop:
                 break
             if done >= len(wanted) or now - last_print >= self.args.progress_s:
                 elapsed = now - start
-                rate = done / elapsed if elapsed > 0 and done else 0.0
+                rate = (done - base) / elapsed if elapsed > 0 and done > base else 0.0
                 eta = (len(wanted) - done) / rate if rate else float("nan")
                 say(f"  {what}: {done}/{len(wanted)} turns labelled ({100 * done / len(wanted):.1f}%)"
                     + (f", {len(dead)} dead-lettered" if dead else "")
@@ -738,13 +739,13 @@ class Loop:
 
         if "load" not in parts:
             self.pause(self.args.pre_load_s, "the shipped default labels the first turns", push)
-        part("load", lambda: adapters("load", CANDIDATE, str(target), "--wait-s", str(self.args.adapter_wait_s)))
-        part("canary", lambda: adapters("default", CANDIDATE, "--share", str(self.args.canary_share),
-                                        "--wait-s", str(self.args.adapter_wait_s)))
+        part("load", lambda: adapters("load", CANDIDATE, str(target), "--wait-s", f"{self.args.adapter_wait_s:g}"))
+        part("canary", lambda: adapters("default", CANDIDATE, "--share", f"{self.args.canary_share:g}",
+                                        "--wait-s", f"{self.args.adapter_wait_s:g}"))
         part("canary-hold", lambda: self.pause(self.args.canary_s, f"canary: {self.args.canary_share:g} of the "
                                                                   f"conversations on {CANDIDATE}", push))
-        part("default", lambda: adapters("default", CANDIDATE, "--wait-s", str(self.args.adapter_wait_s)))
-        part("unload", lambda: adapters("unload", "default", "--wait-s", str(self.args.adapter_wait_s)))
+        part("default", lambda: adapters("default", CANDIDATE, "--wait-s", f"{self.args.adapter_wait_s:g}"))
+        part("unload", lambda: adapters("unload", "default", "--wait-s", f"{self.args.adapter_wait_s:g}"))
         adapters("list")
         if push is not None:
             remaining = self.args.push_s - (time.time() - started)
@@ -866,6 +867,10 @@ class Loop:
         say(f"wrote {self.reports / 'summary.json'} and summary.md")
         if self.args.publish:
             self.publish()
+        if self.args.drop_streams:
+            from pipeline.stream.client import delete_keys
+
+            say(f"deleted {delete_keys(self.redis(), f'{self.s.prefix}:*')} Redis keys of {self.s.prefix}:*")
         return {"summary": str(self.reports / "summary.json")}
 
     def publish(self) -> None:
@@ -1102,6 +1107,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--until", choices=STEPS, default=None, help="stop after this step")
     p.add_argument("--publish", action="store_true",
                    help="copy the adapter, its resolved config and the reports into this folder (to be committed)")
+    p.add_argument("--drop-streams", action="store_true",
+                   help="after the summary, delete this run's Redis keys (its streams, context store, markers)")
     args = p.parse_args(argv)
     if not 0 < args.bulk_size <= MAX_BULK:
         p.error(f"--bulk-size: 1 to {MAX_BULK}")
