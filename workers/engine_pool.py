@@ -108,6 +108,7 @@ class EnginePool:
         # back from a restart is brought up to date before it takes work (`ActorSet.on_ready`).
         self.served: dict[str, str] = dict(engine_config.adapters)
         self._served_version = 0
+        self._largest_batch = 0  # turns in the largest batch handed to an engine (what a change may wait behind)
         self.actors.on_ready = self._bring_up_to_date
 
     @property
@@ -151,7 +152,16 @@ class EnginePool:
                     await self.actors.restart(i, (config,), timeout_s)
                     self.merged, self.lora = merge, not merge
                 elif self.actors.is_alive(i):
-                    await self._bring_up_to_date(i)
+                    engine = self.actors.actors[i]
+                    try:
+                        await self._bring_up_to_date(i)
+                    except Exception as e:
+                        if self.actors.actors[i] is engine:
+                            raise  # this engine failed the change itself: refused
+                        # Replaced while the change waited behind its batches (killed as hung): not a
+                        # refusal; the new engine is brought up to date before it takes work (`on_ready`).
+                        log.warning(f"engine {i} was replaced while the change waited for it; the new one "
+                                    "gets it before it takes work", extra={"error": one_line(e)})
                 # else: out of rotation; brought up to date before it is back (`ActorSet.on_ready`)
         except BaseException as e:
             # An engine refused (a weights file that does not load): every engine back to what it served.
@@ -179,11 +189,17 @@ class EnginePool:
         """Engine `i` serves `self.served` with the pool's default (again, if they changed meanwhile)."""
         while True:
             version = self._served_version
-            # Queued behind the batches the engine holds, then loading a LoRA: a batch's time and a probe's.
-            await self._call(i, "serve", self.served, self.default_adapter,
-                             timeout_s=self.config.engine_timeout_s + self.config.health_timeout_s)
+            # Queued behind the batches the engine holds (up to max_inflight_per_engine, each allowed its
+            # deadline, per-turn allowance included), then loading a LoRA: a probe's time.
+            await self._call(i, "serve", self.served, self.default_adapter, timeout_s=self._change_timeout_s())
             if version == self._served_version:
                 return
+
+    def _change_timeout_s(self) -> float:
+        """How long a change may take on one engine: the batches ahead of it on the engine's thread,
+        each allowed its deadline (`PoolConfig.deadline_s` of the largest batch seen), and a probe's time."""
+        behind = self.config.max_inflight_per_engine * self.config.deadline_s(self._largest_batch)
+        return behind + self.config.health_timeout_s
 
     @property
     def accepted_adapters(self) -> list[str]:
@@ -228,6 +244,7 @@ class EnginePool:
         return answers
 
     async def _label_on(self, home: int, requests: list[LabelRequest]) -> list[Prediction | DialogueLLMError]:
+        self._largest_batch = max(self._largest_batch, len(requests))
         batch = await self.actors.call("label", requests, timeout_s=self.config.deadline_s(len(requests)),
                                        prefer=home, full_at=self.capacity)
         self.prompt_tokens += batch.prompt_tokens
