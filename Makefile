@@ -1,7 +1,9 @@
 VENV ?= .venv
 PROFILE ?= cpu
+EXTRAS ?=
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(PROFILE)
+comma := ,
+STAMP := $(VENV)/.installed-$(PROFILE)$(if $(EXTRAS),-$(subst $(comma),-,$(EXTRAS)))
 
 .PHONY: install demo test lint bench validate clean
 
@@ -9,7 +11,7 @@ install: $(STAMP)
 
 # Reinstalls only when the project's requirements change.
 $(STAMP): pyproject.toml deploy/install.sh
-	deploy/install.sh $(VENV) $(PROFILE)
+	EXTRAS=$(EXTRAS) deploy/install.sh $(VENV) $(PROFILE)
 	touch $@
 
 demo: $(STAMP)

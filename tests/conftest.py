@@ -1,4 +1,5 @@
-"""Shared fixtures: the data root, a tiny random Llama with LoRA adapters, one vLLM engine per session."""
+"""Shared fixtures: the data root, a tiny random Llama with LoRA adapters (and a tiny Gemma 3), one vLLM
+engine per session."""
 
 from __future__ import annotations
 
@@ -32,6 +33,14 @@ def tiny_model(tmp_path_factory, data_root) -> Path:
     from tiny_model import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), data_root / "MELD" / "train_sent_emo.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tmp_path_factory, data_root) -> Path:
+    """A tiny random Gemma 3: <bos> first, sliding-window layers whose window prompts outgrow."""
+    from tiny_model import build_tiny_gemma3
+
+    return build_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3"), data_root / "MELD" / "train_sent_emo.csv")
 
 
 @pytest.fixture(scope="session")

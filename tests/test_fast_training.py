@@ -1,7 +1,8 @@
 """The fast training path computes exactly what the plain padded forward pass computes.
 
 Loss and every LoRA gradient, for both objectives, with every layer trained and with the lower
-layer frozen and cached, on a label set whose labels share first tokens (a multi-token trie).
+layer frozen and cached, on a label set whose labels share first tokens (a multi-token trie), on a
+tiny Llama and a tiny Gemma 3 (<bos> first, sliding-window layers whose window the prompts outgrow).
 """
 
 import json
@@ -11,6 +12,12 @@ import pytest
 from conftest import SHARED_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=["llama", "gemma3"])
+def base_model(request):
+    """Each architecture the fast paths cover: a tiny Llama (as SmolLM2) and a tiny Gemma 3."""
+    return request.getfixturevalue("tiny_model" if request.param == "llama" else "tiny_gemma")
 
 
 def _setup(tiny_model, data_root, label_set, split, seed=3):
@@ -55,8 +62,8 @@ def _loss_and_grads(kind, model, examples, spaces, tokenizer, objective, split):
 @pytest.mark.parametrize("objective", ["lm", "label_ce"])
 @pytest.mark.parametrize("split", [0, 1])
 @pytest.mark.parametrize("label_set", ["meld", SHARED_PREFIX.name])
-def test_fast_loss_and_gradients_match_the_plain_computation(tiny_model, data_root, objective, split, label_set):
-    model, examples, spaces, tokenizer = _setup(tiny_model, data_root, label_set, split)
+def test_fast_loss_and_gradients_match_the_plain_computation(base_model, data_root, objective, split, label_set):
+    model, examples, spaces, tokenizer = _setup(base_model, data_root, label_set, split)
     if label_set == SHARED_PREFIX.name:
         assert len(spaces[label_set].trie.query_points) > 1, "the test needs a multi-token label trie"
     plain_loss, plain_grads = _loss_and_grads("plain", model, examples, spaces, tokenizer, objective, split)
@@ -212,7 +219,7 @@ def _conversation_setup(tiny_model, data_root, label_set, split, max_model_len=2
 @pytest.mark.parametrize("split", [0, 1])
 @pytest.mark.parametrize("label_set", ["meld", SHARED_PREFIX.name])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_one_pass_per_conversation_matches_the_per_turn_computation(tiny_model, data_root, split, label_set,
+def test_one_pass_per_conversation_matches_the_per_turn_computation(base_model, data_root, split, label_set,
                                                                     weighted):
     """label_ce read at every turn's slot of one pass per conversation segment = the per-turn prompts'
     (plain padded rows): loss and every LoRA gradient, with a window that moves, with the lower layer
@@ -220,7 +227,7 @@ def test_one_pass_per_conversation_matches_the_per_turn_computation(tiny_model, 
     from training.conversation_step import conversation_segments
     from training.steps import make_batch_loss
 
-    model, examples, spaces, tokenizer = _conversation_setup(tiny_model, data_root, label_set, split)
+    model, examples, spaces, tokenizer = _conversation_setup(base_model, data_root, label_set, split)
     segments = conversation_segments(examples)
     assert len(segments) < len(examples) / 3, "turns must share passes"
     assert len(segments) > 4, "the window must move at least once in a conversation (and conversations split)"

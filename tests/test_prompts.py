@@ -98,6 +98,27 @@ def test_conversation_prompt_ids_extend_turn_by_turn_and_the_engine_config_check
         EngineConfig(window_step=0)
 
 
+@pytest.mark.parametrize("prompt", ["dialoguellm", "conversation"])
+def test_a_tokenizer_that_adds_bos_puts_it_once_at_the_start_of_every_prompt(tiny_gemma, data_root, prompt):
+    """Gemma's tokenizer starts every encoding with <bos>: prompts built from parts (the conversation
+    prompt) hold it only at the start, and the label tokens (one leading-space token each) never."""
+    from transformers import AutoTokenizer
+
+    from pipeline.core.evaluation import label_requests
+    from pipeline.core.prompter import Prompter
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gemma)
+    bos = tokenizer.bos_token_id
+    assert tokenizer("Hello").input_ids[0] == bos
+    prompter = Prompter(tokenizer, 64 if prompt == "conversation" else 2, 512, prompt, 8)
+    requests = label_requests(load_dataset("meld", "dev", data_root / "MELD" / "dev_sent_emo.csv")[:3],
+                              prompter.context_turns)
+    for ids in prompter.build_all_ids(requests):
+        assert ids[0] == bos and bos not in ids[1:]
+    tokens = prompter.space("meld").trie.label_tokens
+    assert all(len(t) == 1 and bos not in t for t in tokens.values()), tokens
+
+
 def test_an_adapter_is_served_with_the_prompt_it_was_trained_with_unless_a_flag_sets_one(tmp_path):
     import json
 

@@ -158,7 +158,8 @@ class TrainConfig:
     """A whole training run: model, LoRA, data, optimisation, scaling and where results go."""
 
     model: str | None = field(default=None, metadata=field_help(
-        "model folder or hub id (None or default: SmolLM2-135M-Instruct)"))
+        "model folder, hub id, or a named offline model: default (or None: SmolLM2-135M-Instruct) or "
+        "gemma-3-270m (an optional install)"))
     output_dir: str = field(default="runs/adapter", metadata=field_help("where the best adapter is written"))
     prompt: str = field(default="dialoguellm", metadata=field_help(
         "dialoguellm: the paper's prompt; conversation: every turn up to the target, each a line and a slot, "

@@ -12,7 +12,7 @@ non-empty prefix of a label (a non-root node of the label trie) the node's token
 after the segment, at the position ids they would have after that member's slot, attending only to
 the member's own prompt (the segment up to its slot) and to the earlier tokens of the same
 extension. Their last position gives the distribution of the node's children, as the per-turn
-row `prompt + node` does. Single-token label sets (all of ours with SmolLM2) need none.
+row `prompt + node` does. Single-token label sets (all of ours with SmolLM2 and Gemma 3) need none.
 
 As in the fast step, the instruction prefix shared by a label set's segments runs once per batch
 (with gradients) and, with LoRA on the top layers only, the frozen layers' outputs are computed once

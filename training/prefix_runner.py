@@ -8,7 +8,9 @@ frozen layers below are the same function every epoch: their outputs are compute
 padded forward pass; `tests/test_fast_training.py` checks loss and gradients against it.
 
 Decoder layers are called directly (as `LlamaModel.forward` does), so this covers the Llama-style
-architectures (Llama, Mistral, Qwen2/3, SmolLM2); `supports_fast_path` tells.
+architectures (Llama, Mistral, Qwen2/3, SmolLM2) and Gemma 3, whose layers differ by type
+(`config.layer_types`): each type gets its own rotary embedding, and a `sliding_attention` layer
+sees only the keys less than `config.sliding_window` positions back; `supports_fast_path` tells.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-FAST_PATH_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+FAST_PATH_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
 
 
 def supports_fast_path(model_type: str) -> bool:
@@ -122,7 +124,9 @@ class PrefixRunner:
     def _new_cache(self) -> Any:
         from transformers import DynamicCache
 
-        return DynamicCache(config=self.config)
+        # Every layer keeps all its keys (a config would make sliding layers drop old ones): the masks
+        # of `_run` apply the windows.
+        return DynamicCache()
 
     def _run(self, hidden: Any, first: int, last: int, cache: Any, past: int, key_valid: Any,
              allowed: Any = None, positions: Any = None) -> Any:
@@ -145,14 +149,46 @@ class PrefixRunner:
                 allowed = allowed & key_valid.unsqueeze(1)
         if past:
             allowed = torch.cat([allowed.new_ones(batch, length, past), allowed], dim=-1)
-        mask = torch.zeros(allowed.shape, dtype=hidden.dtype, device=hidden.device)
-        mask.masked_fill_(~allowed, torch.finfo(hidden.dtype).min)
-        mask = mask.unsqueeze(1)
-        rotary = self.decoder.rotary_emb(hidden, position_ids=positions)
-        for layer in self.layers[first:last]:
-            hidden = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                           use_cache=True, position_embeddings=rotary)
+        masks = self._masks(allowed, positions, past, first, last, hidden.dtype)
+        rotary = self._rotary(hidden, positions, first, last)
+        for i in range(first, last):
+            hidden = self.layers[i](hidden, attention_mask=masks[i], position_ids=positions, past_key_values=cache,
+                                    use_cache=True, position_embeddings=rotary[i])
         return hidden
+
+    def _layer_type(self, index: int) -> str:
+        types = getattr(self.config, "layer_types", None)
+        return types[index] if types else "full_attention"
+
+    def _masks(self, allowed: Any, positions: Any, past: int, first: int, last: int, dtype: Any) -> dict[int, Any]:
+        """Each layer's additive (B, 1, S, past + S) mask: `allowed`, and for a sliding-window layer only
+        the keys less than `sliding_window` positions before the query (the cached prefix is at 0..past-1)."""
+        import torch
+
+        def additive(pattern: Any) -> Any:
+            mask = torch.zeros(pattern.shape, dtype=dtype, device=pattern.device)
+            mask.masked_fill_(~pattern, torch.finfo(dtype).min)
+            return mask.unsqueeze(1)
+
+        full = additive(allowed)
+        window = getattr(self.config, "sliding_window", None)
+        sliding = [i for i in range(first, last) if self._layer_type(i) == "sliding_attention"]
+        windowed = full
+        if sliding and window:
+            keys = torch.cat([torch.arange(past, device=positions.device).expand(positions.shape[0], past),
+                              positions], dim=-1)
+            windowed = additive(allowed & (positions.unsqueeze(-1) - keys.unsqueeze(1) < window))
+        return {i: windowed if i in sliding else full for i in range(first, last)}
+
+    def _rotary(self, hidden: Any, positions: Any, first: int, last: int) -> dict[int, Any]:
+        """Each layer's rotary embedding: one for all, or one per layer type (Gemma 3: local and global)."""
+        rotary = self.decoder.rotary_emb
+        if not hasattr(rotary, "layer_types"):
+            shared = rotary(hidden, position_ids=positions)
+            return dict.fromkeys(range(first, last), shared)
+        by_type = {t: rotary(hidden, position_ids=positions, layer_type=t)
+                   for t in {self._layer_type(i) for i in range(first, last)}}
+        return {i: by_type[self._layer_type(i)] for i in range(first, last)}
 
     def lower_states_masked(self, prefix: PrefixState, suffixes: Sequence[Sequence[int]], allowed: Any,
                             positions: Any) -> list[Any]:

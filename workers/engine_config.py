@@ -53,7 +53,8 @@ class EngineConfig:
     """
 
     model: str | None = field(default=None, metadata=field_help(
-        "model folder or hub id (default: SmolLM2-135M-Instruct)"))
+        "model folder, hub id, or a named offline model: default (SmolLM2-135M-Instruct) or gemma-3-270m "
+        "(an optional install)"))
     adapters: dict[str, str] = field(default_factory=dict, metadata=field_help(
         "a PEFT LoRA adapter folder as NAME=PATH; repeat for several, the first is the default "
         "(default: the shipped adapter with the default model)", flag="--adapter", parse=parse_adapter_specs,
