@@ -223,8 +223,6 @@ class Loop:
         self.serve: subprocess.Popen | None = None
         self.watch: subprocess.Popen | None = None
         self._redis = None
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]), PYTHONUNBUFFERED="1")
 
     # ---- paths ----------------------------------------------------------------------------------
 
@@ -269,7 +267,7 @@ class Loop:
             f.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}\n{line}\n")
 
     def _popen(self, argv: list[str], out: Any) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], cwd=REPO, env=self.env, stdout=out,
+        proc = subprocess.Popen([sys.executable, "-u", "-m", "pipeline.cli", *argv], cwd=REPO, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         self.children.append(proc)
         return proc
