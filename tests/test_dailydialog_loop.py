@@ -1,4 +1,4 @@
-"""The DailyDialog adaptation-loop driver's pure parts (training/adapters/dailydialog-demo/loop.py):
+"""The DailyDialog adaptation-loop driver's pure parts (deploy/demos/dailydialog_loop.py):
 the resolved training config, the page's picks, the live figures. The loop itself is run end to end
 by hand (its README's smoke test): it needs serve, watch, Chromium and the real model."""
 
@@ -11,7 +11,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-LOOP = Path(__file__).resolve().parents[1] / "training" / "adapters" / "dailydialog-demo" / "loop.py"
+REPO = Path(__file__).resolve().parents[1]
+LOOP = REPO / "deploy" / "demos" / "dailydialog_loop.py"
+CONFIG = REPO / "training" / "adapters" / "dailydialog-demo" / "config.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +25,7 @@ def loop():
 
 
 def test_the_config_is_resolved_to_the_runs_export_and_folder_and_overridden(loop, tmp_path):
-    raw = yaml.safe_load((LOOP.parent / "config.yaml").read_text())
+    raw = yaml.safe_load(CONFIG.read_text())
     resolved = loop.resolve_train_config(raw, tmp_path / "export", tmp_path / "adapter",
                                          ["optim.epochs=2", "train.1.limit=32", "dev.1.limit=null"])
     assert resolved["output_dir"] == str(tmp_path / "adapter")
@@ -40,8 +42,8 @@ def test_the_config_is_resolved_to_the_runs_export_and_folder_and_overridden(loo
 def test_the_config_has_the_shipped_adapters_shape_and_prompt(loop):
     import json
 
-    raw = yaml.safe_load((LOOP.parent / "config.yaml").read_text())
-    shipped = LOOP.parents[2] / "default_adapter"
+    raw = yaml.safe_load(CONFIG.read_text())
+    shipped = REPO / "training" / "default_adapter"
     peft = json.loads((shipped / "adapter_config.json").read_text())
     prompt = json.loads((shipped / "dialoguellm_adapter.json").read_text())
     assert raw["init_adapter"] == "default"

@@ -48,8 +48,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[2]
+REPO = Path(__file__).resolve().parents[2]
+HERE = REPO / "training" / "adapters" / "dailydialog-demo"  # its config; the published adapter and reports
 STEPS = ("split", "label-first", "correct", "export", "train", "gate", "rollout", "eval", "summary")
 CANDIDATE = "dd-v1"
 LABEL_SET = "dailydialog"
