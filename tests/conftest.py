@@ -93,6 +93,18 @@ def run_cli():
 
 
 @pytest.fixture
+def prefix(r):
+    """A fresh Redis key prefix for one test; its keys are deleted afterwards."""
+    import uuid
+
+    from pipeline.stream.client import delete_keys
+
+    name = f"test:{uuid.uuid4().hex[:10]}"
+    yield name
+    delete_keys(r, f"{name}:*")
+
+
+@pytest.fixture
 def r():
     """A client of the real Redis server the tests run against (`$DIALOGUELLM_TEST_REDIS`)."""
     import redis

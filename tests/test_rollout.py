@@ -21,7 +21,6 @@ import pytest
 from pipeline.core.predictions import LabelRequest
 from pipeline.core.rollout import canary_bucket
 from pipeline.core.wire import PAYLOAD, ControlMessage, TurnMessage
-from pipeline.stream.client import delete_keys
 from pipeline.stream.config import StreamConfig, worker_report_key
 
 redis = pytest.importorskip("redis")
@@ -31,13 +30,6 @@ from conftest import REDIS_URL, acl_denials  # noqa: E402
 pytestmark = pytest.mark.engine
 CONVERSATIONS = 1000
 SHARE = 0.3
-
-
-@pytest.fixture
-def prefix(r):
-    name = f"test:{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_keys(r, f"{name}:*")
 
 
 @pytest.fixture(scope="module")

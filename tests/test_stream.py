@@ -21,7 +21,7 @@ import pytest
 
 from pipeline.core.turns import VideoSegment
 from pipeline.core.wire import PAYLOAD, DeadLetter, LabelMessage, TurnMessage
-from pipeline.stream.client import delete_keys, push_turn, read_labels
+from pipeline.stream.client import push_turn, read_labels
 from pipeline.stream.config import StreamConfig
 
 redis = pytest.importorskip("redis")
@@ -30,13 +30,6 @@ from conftest import REDIS_URL  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def prefix(r):
-    name = f"test:{uuid.uuid4().hex[:10]}"
-    yield name
-    delete_keys(r, f"{name}:*")
 
 
 @pytest.fixture(scope="session")
