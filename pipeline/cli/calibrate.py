@@ -24,9 +24,8 @@ def run_calibrate(config: CalibrateConfig) -> int:
     from workers.adapters import read_adapter_meta, write_adapter_meta
 
     name, path = config.named_adapter()
-    preflight(dataclasses.replace(config.engine, adapters={name: path}, default_adapter=name,
-                                  use_default_adapter=False))
     engine_config = config.engine.alone(name, path)
+    preflight(engine_config)
     sets = load_sets(config.sets, config.data)
     asked = requests_for(engine_config, sets, config.limit)
     served = evaluate_served(engine_config, asked, config.batch_size, f"calibrate: {name}")

@@ -9,7 +9,6 @@ The decision is `pipeline.core.gate.decide`; exit 0 only when it passes.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -27,11 +26,10 @@ def run_gate(config: GateConfig) -> int:
     from pipeline.core.gate import CORRECTIONS, GUARD, GateSet, decide, format_table
 
     (candidate, candidate_path), (against, against_path) = config.adapters()
-    adapters = {candidate: candidate_path, **({against: against_path} if against_path else {})}
-    preflight(dataclasses.replace(config.engine, adapters=adapters, default_adapter=candidate,
-                                  use_default_adapter=False))  # both folders, before anything loads
     served = {name: config.engine.alone(name, path)
               for name, path in ((candidate, candidate_path), (against, against_path))}
+    for engine_config in served.values():
+        preflight(engine_config)  # both folders, before anything loads
 
     folder = Path(config.corrections)
     label_set = export_label_set(folder)
