@@ -24,21 +24,27 @@ def load_sets(specs: Sequence[tuple[str, str, str | None]], data: str | None) ->
     return sets
 
 
-def requests_for(engine_config: Any, sets: Sequence[tuple[str, Any]], limit: int | None) -> list[list[Any]]:
-    """Each set's labelled turns as requests with `engine_config`'s context (the first `limit` of
-    each); a prompt over `max_model_len` raises here."""
-    from pipeline.core.evaluation import label_requests
+def check_prompts(engine_config: Any, requests: Sequence[Any]) -> None:
+    """Build every request's prompt once, as `engine_config` would, before an engine starts: one
+    over `max_model_len` raises here."""
     from pipeline.core.prompter import Prompter
     from workers.model_store import resolve_model
 
-    prompter = Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns,
-                                   engine_config.max_model_len, engine_config.prompt, engine_config.window_step)
+    Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns, engine_config.max_model_len,
+                        engine_config.prompt, engine_config.window_step).build_all(requests)
+
+
+def requests_for(engine_config: Any, sets: Sequence[tuple[str, Any]], limit: int | None) -> list[list[Any]]:
+    """Each set's labelled turns as requests with `engine_config`'s context (the first `limit` of
+    each), their prompts checked (`check_prompts`)."""
+    from pipeline.core.evaluation import label_requests
+
     out = []
     for name, conversations in sets:
         requests = label_requests(conversations, engine_config.context_turns, limit=limit)
         if not requests:
             raise DataError(f"{name}: no labelled turns to evaluate")
-        prompter.build_all(requests)
+        check_prompts(engine_config, requests)
         out.append(requests)
     return out
 

@@ -9,9 +9,8 @@ from pipeline.core.errors import DataError
 
 
 def run_eval(config: EvalConfig) -> int:
+    from pipeline.cli.eval_sets import check_prompts
     from pipeline.core.evaluation import evaluate_and_report, label_requests
-    from pipeline.core.prompter import Prompter
-    from workers.model_store import resolve_model
 
     preflight(config)
     engine_config = config.engine
@@ -28,9 +27,7 @@ def run_eval(config: EvalConfig) -> int:
                                      model=MiniLMBaseline.name, adapter=None, train_turns=len(train), **where)
         print(f"{report['turns_per_s']:.0f} turns/s (fitted on {len(train)} {config.dataset} train turns)")
         return 0
-    # Every prompt is built once before the engine starts: one too long for the window fails here.
-    Prompter.from_model(resolve_model(engine_config.model), engine_config.context_turns, engine_config.max_model_len,
-                        engine_config.prompt, engine_config.window_step).build_all(requests)
+    check_prompts(engine_config, requests)
     from workers.engine import EmotionEngine
 
     engine = EmotionEngine(engine_config)
