@@ -172,6 +172,11 @@ def test_the_shipped_recipe_continues_the_default_adapter_on_an_export(tmp_path)
     config = load_config(path)
     assert config.init_adapter == "default" and [s.weight for s in config.train] == [4.0, 0.25]
     assert config.train[0].resolved_label_set() == "dailydialog"
+    # ... with the prompt the shipped adapter was trained with; another one is refused at start
+    raw["prompt"], raw["context_turns"] = "dialoguellm", 2
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="^prompt: 'dialoguellm' differs from init_adapter's 'conversation'"):
+        load_config(path)
 
 
 # ---- dialoguellm calibrate on the tiny model ---------------------------------------------------

@@ -27,12 +27,12 @@ def loop():
 def test_the_config_is_resolved_to_the_runs_export_and_folder_and_overridden(loop, tmp_path):
     raw = yaml.safe_load(CONFIG.read_text())
     resolved = loop.resolve_train_config(raw, tmp_path / "export", tmp_path / "adapter",
-                                         ["optim.epochs=2", "train.1.limit=32", "dev.1.limit=null"])
+                                         ["optim.epochs=3", "train.1.limit=32", "dev.1.limit=null"])
     assert resolved["output_dir"] == str(tmp_path / "adapter")
     assert [s.get("path") for s in resolved["train"]] == [str(tmp_path / "export"), None]
     assert resolved["dev"][0]["path"] == str(tmp_path / "export") and resolved["dev"][1]["limit"] is None
-    assert resolved["optim"]["epochs"] == 2 and resolved["train"][1]["limit"] == 32
-    assert raw["optim"]["epochs"] == 1  # the committed config is untouched
+    assert resolved["optim"]["epochs"] == 3 and resolved["train"][1]["limit"] == 32
+    assert raw == yaml.safe_load(CONFIG.read_text())  # the committed config is untouched
     with pytest.raises(loop.LoopError, match="expected KEY=VALUE"):
         loop.resolve_train_config(raw, tmp_path, tmp_path, ["optim.epochs"])
     with pytest.raises(loop.LoopError, match="no such field"):
@@ -52,6 +52,7 @@ def test_the_config_has_the_shipped_adapters_shape_and_prompt(loop):
     assert raw["lora"]["top_layers"] == len(peft["layers_to_transform"])
     assert (raw["context_turns"], raw["max_model_len"]) == (prompt["context_turns"], prompt["max_model_len"])
     assert raw["prompt"] == prompt.get("prompt", "dialoguellm")
+    assert raw.get("window_step") == prompt.get("window_step")
 
 
 def test_the_page_gets_turns_served_wrong_with_an_emotion_first_one_per_conversation(loop):

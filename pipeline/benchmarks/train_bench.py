@@ -3,13 +3,13 @@
 (a) the plain loop, as training ran before the fast path: random batches, every row padded to
     full length, full-vocabulary logits at every position, the answer tokens' LM loss, LoRA on
     every layer;
-(b) the fast loop as the shipped recipe trains: shared instruction prefix once per batch,
-    length-bucketed batches, logits at the loss positions only, `label_ce`, LoRA on the top
-    layers with the frozen layers below computed once per example.
-(c) the conversation prompt's loop: one pass per conversation (every previous turn shown),
-    `label_ce` at every turn's slot, the same LoRA layers and frozen-layer cache as (b), batches of
-    about as many turns as (b)'s.
-All run over the same MELD train turns with the same LoRA rank. (b)'s and (c)'s rates count their
+(b) the fast loop for the paper's prompt (z=2), as the previous default adapter trained: shared
+    instruction prefix once per batch, length-bucketed batches, logits at the loss positions only,
+    `label_ce`, LoRA on the top layers with the frozen layers below computed once per example.
+(c) the conversation prompt's loop, as the shipped recipe trains: one pass per conversation (every
+    previous turn shown), `label_ce` at every turn's slot, the same LoRA layers and frozen-layer
+    cache as (b), batches of about as many turns as (b)'s.
+All run over the same MELD train turns with the recipe's model and LoRA shape. (b)'s and (c)'s rates count their
 one-off pass over the frozen layers; `fast_steady_samples_per_s` is an epoch after it, as every
 further epoch runs. `conversation_ratio` is (c)'s turns/s over (b)'s, both first epochs.
 """
@@ -49,8 +49,8 @@ def build_random_model(shape: str, folder: Path, tokenizer_dir: str, use_gpu: bo
 
 
 def _time_loop(model_dir: str, requests: list, device: str, *, step: str, objective: str, top_layers: int | None,
-               window: int, batch_size: int, epochs: int, recipe: Any, prompt: str = "dialoguellm",
-               context_turns: int | None = None) -> dict[str, float]:
+               window: int, batch_size: int, epochs: int, recipe: Any, prompt: str,
+               context_turns: int) -> dict[str, float]:
     """Seconds of set-up (frozen-layer pass) and of each epoch over `requests`; `batch_size` counts
     turns (a conversation step's batches hold whole conversations, about that many turns)."""
     import torch
@@ -73,8 +73,7 @@ def _time_loop(model_dir: str, requests: list, device: str, *, step: str, object
         r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
         target_modules=list(recipe.lora.target_modules), task_type="CAUSAL_LM",
         layers_to_transform=list(range(split, layers)) if top_layers else None))
-    prompter = Prompter(tokenizer, context_turns or recipe.context_turns, recipe.max_model_len, prompt,
-                        recipe.window_step)
+    prompter = Prompter(tokenizer, context_turns, recipe.max_model_len, prompt, recipe.window_step)
     examples, _ = encode_examples(requests, prompter)
     spaces = {name: prompter.space(name) for name in {e.label_set for e in examples}}
     loss_of = make_batch_loss(step, model, objective, spaces, tokenizer.eos_token_id, pad, split)
@@ -115,13 +114,15 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
 
     from training.config import DataSource, load_config
     from training.examples import requests_from
+    from workers.engine_config import PROMPT_DEFAULTS
     from workers.model_store import resolve_model
 
     if device == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     recipe = load_config(recipe_path)
     source = (DataSource("meld", "train", data, limit=limit),)
-    requests = requests_from(source, recipe.context_turns)
+    paper = {"prompt": "dialoguellm", "context_turns": PROMPT_DEFAULTS["context_turns"]}  # whatever the recipe's prompt
+    requests = requests_from(source, paper["context_turns"])
     conversation_requests = requests_from(source, CONVERSATION_CONTEXT)
     folder = None
     model_dir = resolve_model(recipe.model)
@@ -133,10 +134,11 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
             f"model {shape or model_dir}")
         log("(a) plain loop: random batches, full logits, lm loss, LoRA on every layer")
         plain = _time_loop(model_dir, requests, device, step="plain", objective="lm", top_layers=None, window=1,
-                           batch_size=batch_size, epochs=1, recipe=recipe)
-        log(f"(b) fast loop: {recipe.objective}, LoRA on the top {recipe.lora.top_layers or 'all'} layers")
+                           batch_size=batch_size, epochs=1, recipe=recipe, **paper)
+        log(f"(b) fast loop: the paper prompt (z=2), {recipe.objective}, LoRA on the top {recipe.lora.top_layers or 'all'} layers")
         fast = _time_loop(model_dir, requests, device, step="fast", objective=recipe.objective,
-                          top_layers=recipe.lora.top_layers, window=32, batch_size=batch_size, epochs=2, recipe=recipe)
+                          top_layers=recipe.lora.top_layers, window=32, batch_size=batch_size, epochs=2, recipe=recipe,
+                          **paper)
         log(f"(c) conversation loop: one pass per conversation, label_ce at every turn, LoRA on the top "
             f"{recipe.lora.top_layers or 'all'} layers")
         conversation = _time_loop(model_dir, conversation_requests, device, step="conversation",

@@ -444,7 +444,7 @@ class BenchTrainConfig:
     limit: int = field(default=256, metadata=field_help("MELD train examples, one epoch each"))
     batch_size: int = field(default=16, metadata=field_help("examples per step"))
     recipe: str = field(default=str(DEFAULT_RECIPE), metadata=field_help(
-        "training config whose model, LoRA and objective the fast loop uses (default: the shipped adapter's)"))
+        "training config whose model, LoRA shape and objective the loops use (default: the shipped adapter's)"))
     shape: str | None = field(default=None, metadata=field_help(
         "time a model of this shape with random weights instead of the recipe's model",
         choices=("llama2-7b", "smollm2-135m")))
