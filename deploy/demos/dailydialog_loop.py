@@ -1129,6 +1129,10 @@ def main(argv: list[str] | None = None) -> int:
             f"`{Path(sys.executable).name} -m pipeline.cli` of {REPO}")
         if args.redo:
             loop.redo(args.redo)
+        if args.page_corrections and not loop.marker("correct").is_file():
+            from pipeline.watch.browser import check_chromium
+
+            check_chromium()  # before an hour of labelling, not after it
         fns = {"split": loop.split, "label-first": loop.label_first, "correct": loop.correct, "export": loop.export,
                "train": loop.train, "gate": loop.gate, "rollout": loop.rollout, "eval": loop.evaluate,
                "summary": loop.summary}

@@ -17,16 +17,25 @@ MISSING = ("headless Chromium is not installed: apt-get install -y chromium chro
            "(and pip install selenium)")
 
 
-def headless_chromium(width: int = 1440, height: int = 900) -> Any:
-    """A selenium WebDriver on a fresh headless Chromium profile; ConfigError when not installed."""
+def check_chromium() -> str:
+    """The chromedriver's path, once selenium and Debian's Chromium are known to be there; ConfigError
+    naming the install command otherwise (a pre-start check for whatever will drive the page)."""
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         raise ConfigError(MISSING) from None
     driver_path = shutil.which("chromedriver") or CHROMEDRIVER
     if not shutil.which(driver_path):
         raise ConfigError(MISSING)
+    return driver_path
+
+
+def headless_chromium(width: int = 1440, height: int = 900) -> Any:
+    """A selenium WebDriver on a fresh headless Chromium profile; ConfigError when not installed."""
+    driver_path = check_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium") or CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
