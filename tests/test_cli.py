@@ -95,3 +95,12 @@ def test_demo_streams_a_conversation_through_the_worker(run_cli, tiny_model, dat
     right = sum(labels[t.turn_id].split()[1] == t.label for t in conv.turns)
     assert lines[-1] == (f"worker stopped cleanly: {len(conv.turns)} turns labelled ({right} as the gold label), "
                          "0 dead-lettered")
+
+
+def test_the_demo_says_why_a_label_need_not_be_the_most_probable():
+    from pipeline.stream.demo import decision_note
+
+    assert decision_note(None) is None and decision_note({"neutral": 1.0, "anger": 1.0}) is None
+    note = decision_note({"neutral": 1.0, "joy": 1.0, "anger": 2.718, "fear": 4.48})
+    assert note.startswith("labels: the largest p x w") and "(fear x4.48, anger x2.72)" in note
+    assert "neutral" not in note and "calibrated p" in note

@@ -96,9 +96,10 @@ def run_tail(config: TailConfig) -> int:
 
 def run_demo_command(config: DemoConfig) -> int:
     from pipeline.core.datasets import load_dataset
-    from pipeline.stream.demo import run_demo
+    from pipeline.stream.demo import decision_note, run_demo
     from pipeline.stream.embedded_redis import redis_or_embedded
     from pipeline.stream.redis_checks import redact
+    from workers.adapters import read_adapter_meta
     from workers.engine_pool import EnginePool
 
     conversations = {c.conversation_id: c for c in load_dataset("meld", "test", config.data)}
@@ -115,6 +116,10 @@ def run_demo_command(config: DemoConfig) -> int:
         pool = EnginePool(config.engine, config.pool)  # the demo conversation has no video
         how = " (merged into the model)" if pool.merged else " (LoRA)" if pool.default_adapter else ""
         print(f"engine: {pool.model}, adapter {pool.default_adapter or 'none'}{how}", flush=True)
+        path = pool.served.get(pool.default_adapter) if pool.default_adapter else None
+        note = decision_note(read_adapter_meta(path).decision_weights.get(conversation.label_set) if path else None)
+        if note:
+            print(note, flush=True)
         try:
             run_demo(conversation, stream, pool, lambda line: print(line, flush=True))
         finally:

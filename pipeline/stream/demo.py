@@ -31,6 +31,16 @@ def format_label(label: Any, gold: str | None = None, text: str | None = None) -
     return f"{line}\n    {text}" if text else line
 
 
+def decision_note(weights: dict[str, float] | None) -> str | None:
+    """One line saying why a printed label need not be the most probable one: the adapter's decision
+    weights (`None` when it has none, or all are 1)."""
+    if not weights or all(w == 1.0 for w in weights.values()):
+        return None
+    shown = ", ".join(f"{name} x{w:.2f}" for name, w in sorted(weights.items(), key=lambda kv: -kv[1]) if w != 1.0)
+    return (f"labels: the largest p x w, w the adapter's decision weights fitted on dev ({shown}), so that "
+            f"fewer negative turns are missed; the probabilities printed are the calibrated p")
+
+
 def run_demo(conversation: Conversation, config: StreamConfig, pool: Any, say: Callable[[str], None]) -> dict[str, int]:
     """Label `conversation` through a worker on `config`'s (fresh) streams; returns the counts."""
     import redis
