@@ -223,7 +223,7 @@ class TrainConfig:
             if source.weight != 1.0:
                 raise ConfigError(f"dev[{i}].weight: weights apply to train sources only")
         if self.init_adapter is not None:
-            check_init_adapter(self.init_adapter, self.lora, self)
+            check_init_adapter(self)
         self.optim.validate("optim")
         self.scaling.validate("scaling")
         if self.model is not None:
@@ -248,15 +248,16 @@ def init_adapter_dir(value: str) -> Path:
     return Path(value).expanduser()
 
 
-def check_init_adapter(value: str, lora: LoraSettings, prompt: Any = None) -> None:
-    """`init_adapter` is a PEFT LoRA folder whose shape is the config's `lora` (the same trained parameters)
-    and, given `prompt` (the config), whose recorded prompt settings it repeats: continuing an adapter
-    on prompts laid out otherwise would first unlearn what it knew."""
+def check_init_adapter(config: TrainConfig) -> None:
+    """`config.init_adapter` is a PEFT LoRA folder whose shape is the config's `lora` (the same trained
+    parameters) and whose recorded prompt settings the config repeats: continuing an adapter on
+    prompts laid out otherwise would first unlearn what it knew."""
     import json
 
     from workers.adapters import read_adapter_meta
 
-    folder = init_adapter_dir(value)
+    lora = config.lora
+    folder = init_adapter_dir(config.init_adapter)
     config_file = folder / "adapter_config.json"
     if not config_file.is_file():
         raise ConfigError(f"init_adapter: {folder} is not a PEFT adapter folder (no adapter_config.json)")
@@ -280,11 +281,9 @@ def check_init_adapter(value: str, lora: LoraSettings, prompt: Any = None) -> No
     if lora.top_layers is not None and (not layers or len(layers) != lora.top_layers):
         raise ConfigError(f"lora.top_layers: {lora.top_layers} differs from init_adapter's "
                           f"{len(layers) if layers else 'every layer'} ({folder})")
-    if prompt is None:
-        return
     meta = read_adapter_meta(folder)
     for name in ("prompt", "context_turns", "window_step", "max_model_len"):
-        theirs, ours = getattr(meta, name), getattr(prompt, name)
+        theirs, ours = getattr(meta, name), getattr(config, name)
         if theirs is not None and theirs != ours:
             raise ConfigError(f"{name}: {ours!r} differs from init_adapter's {theirs!r} ({folder})")
 

@@ -11,6 +11,14 @@ CONVERSATION_CONTEXT = 64
 """The conversation prompt's context in the benchmarks: every previous turn of a MELD dialogue (the longest has 33)."""
 
 
+def bench_context_turns(prompt: str) -> int:
+    """The context a benchmark gives `prompt`, whatever the default adapter was trained with: the
+    paper prompt its z=2, the conversation prompt every previous turn."""
+    from workers.engine_config import PROMPT_DEFAULTS
+
+    return CONVERSATION_CONTEXT if prompt == "conversation" else int(PROMPT_DEFAULTS["context_turns"])
+
+
 def matmul_gflops(n: int = 2048, seconds: float = 2.0) -> float:
     """fp32 matrix-product rate of this machine through torch, all cores (GFLOP/s)."""
     import torch

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from pipeline.benchmarks.common import CONVERSATION_CONTEXT, ModelShape, log, matmul_gflops
+from pipeline.benchmarks.common import CONVERSATION_CONTEXT, ModelShape, bench_context_turns, log, matmul_gflops
 from pipeline.core.datasets import load_dataset
 from pipeline.core.evaluation import label_requests
 from pipeline.core.predictions import LabelRequest
@@ -63,12 +63,8 @@ def _timed(engine: Any, prompts: list[str], decoding: str) -> tuple[float, float
 
 def with_prompt(config: Any, prompt: str) -> Any:
     """The engine config with a benchmark's standard settings for `prompt`, whatever the default
-    adapter was trained with: the paper prompt with z=2, the conversation prompt with every turn."""
-    from workers.engine_config import PROMPT_DEFAULTS
-
-    if prompt == "conversation":
-        return replace(config, prompt=prompt, context_turns=CONVERSATION_CONTEXT)
-    return replace(config, prompt=prompt, context_turns=PROMPT_DEFAULTS["context_turns"])
+    adapter was trained with (`bench_context_turns`)."""
+    return replace(config, prompt=prompt, context_turns=bench_context_turns(prompt))
 
 
 def round_robin(conversations: Sequence[Any], count: int) -> list[list[LabelRequest]]:

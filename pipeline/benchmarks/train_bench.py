@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.benchmarks.common import CONVERSATION_CONTEXT, log
+from pipeline.benchmarks.common import bench_context_turns, log
 
 SHAPES = {
     "llama2-7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
@@ -114,16 +114,16 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
 
     from training.config import DataSource, load_config
     from training.examples import requests_from
-    from workers.engine_config import PROMPT_DEFAULTS
     from workers.model_store import resolve_model
 
     if device == "cpu":
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     recipe = load_config(recipe_path)
     source = (DataSource("meld", "train", data, limit=limit),)
-    paper = {"prompt": "dialoguellm", "context_turns": PROMPT_DEFAULTS["context_turns"]}  # whatever the recipe's prompt
+    paper = {"prompt": "dialoguellm", "context_turns": bench_context_turns("dialoguellm")}  # whatever the recipe's
+    conversation_turns = bench_context_turns("conversation")
     requests = requests_from(source, paper["context_turns"])
-    conversation_requests = requests_from(source, CONVERSATION_CONTEXT)
+    conversation_requests = requests_from(source, conversation_turns)
     folder = None
     model_dir = resolve_model(recipe.model)
     if shape:
@@ -144,7 +144,7 @@ def run_train_benchmark(limit: int, device: str, data: str | None, recipe_path: 
         conversation = _time_loop(model_dir, conversation_requests, device, step="conversation",
                                   objective="label_ce", top_layers=recipe.lora.top_layers, window=32,
                                   batch_size=batch_size, epochs=1, recipe=recipe, prompt="conversation",
-                                  context_turns=CONVERSATION_CONTEXT)
+                                  context_turns=conversation_turns)
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
