@@ -75,6 +75,10 @@ def test_choices_are_the_registries_themselves():
     (["label", "--manifest", "m.csv", "--out", "o.csv"], "out: 'o.csv' should name a .parquet folder"),
     (["watch", "--host", "0.0.0.0"], "token: binding 0.0.0.0 (not a loopback address) requires --token"),
     (["describe", "a.mp4", "--start", "2", "--end", "1"], "end: must be after start"),
+    (["calibrate", "a=training/default_adapter", "--out", "o", "--objective", "dailydialog"],
+     "objective: expected LABEL_SET=OBJECTIVE, got 'dailydialog'"),
+    (["calibrate", "a=training/default_adapter", "--out", "o", "--objective", "meld=recall"],
+     "objective: 'recall' (for meld) is not one of balanced, micro_f1_without_neutral"),
 ])
 def test_a_bad_value_is_one_line_naming_the_field(run_cli, argv, message):
     result = run_cli(*argv)

@@ -91,3 +91,33 @@ def test_the_fitted_decision_rule_also_counts_the_negative_turns_supervisors_act
     temperature, decision, served = fit_serving(probs, gold, labels, ("anger", "sadness"))
     assert temperature > 0 and decision is not None and len(served) == len(probs)
     assert fit_serving(probs, gold, labels, fit_decision=False)[1] is None
+
+
+def test_a_label_sets_decision_objective_can_be_micro_f1_without_neutral():
+    from pipeline.core.decision import decide, fit_decision_weights
+    from pipeline.core.labels import get_label_set
+    from pipeline.core.metrics import classification_report
+
+    labels = get_label_set("dailydialog").labels
+    # 25 turns the argmax calls neutral, 10 of them happy: calling them happiness catches 10 more
+    # emotions at 15 false alarms. That costs neutral's F1 more than it gains happiness's, so the
+    # balanced objective keeps them neutral; micro-F1 over the emotions alone gains (0.667 -> 0.727).
+    def row(neutral, happiness):
+        return [neutral, happiness] + [0.0] * (len(labels) - 2)
+
+    probs = [row(0.9, 0.1)] * 80 + [row(0.6, 0.4)] * 25 + [row(0.2, 0.8)] * 10
+    gold = [0] * 80 + [1] * 10 + [0] * 15 + [1] * 10
+
+    def micro(d):
+        chosen = [decide(dict(zip(labels, p)), d) for p in probs]
+        return classification_report([labels[g] for g in gold], chosen, get_label_set("dailydialog"))[
+            "micro_f1_without_neutral"]
+
+    balanced = fit_decision_weights(probs, gold, labels)
+    emotions = fit_decision_weights(probs, gold, labels, objective="micro_f1_without_neutral")
+    assert decide(dict(zip(labels, row(0.6, 0.4))), balanced) == "neutral"
+    assert decide(dict(zip(labels, row(0.6, 0.4))), emotions) == "happiness"
+    assert decide(dict(zip(labels, row(0.9, 0.1))), emotions) == "neutral"
+    assert micro(balanced) == pytest.approx(2 / 3) and micro(emotions) == pytest.approx(40 / 55)
+    with pytest.raises(ValueError, match="objective"):
+        fit_decision_weights(probs, gold, labels, objective="accuracy")

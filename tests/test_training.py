@@ -42,6 +42,12 @@ def _write(tmp_path, **changes) -> Path:
     ({"prompt": "conversation", "objective": "lm"}, "objective: the conversation prompt's one-pass step"),
     ({"class_weight_power": 3}, "class_weight_power: must be in [0, 2]"),
     ({"decision_rule": "vote"}, "decision_rule: 'vote' is not one of argmax, fitted"),
+    ({"decision_rule": "fitted", "decision_objective": {"dailydialog": "accuracy"}},
+     "decision_objective: 'accuracy' (for dailydialog) is not one of balanced, micro_f1_without_neutral"),
+    ({"decision_rule": "fitted", "decision_objective": {"sitcom": "balanced"}},
+     "decision_objective: unknown label set 'sitcom'"),
+    ({"decision_objective": {"meld": "balanced"}}, "decision_objective: applies to decision_rule fitted only"),
+    ({"decision_objective": "micro_f1_without_neutral"}, "decision_objective: expected a mapping"),
 ])
 def test_bad_configuration_is_named_at_start(tmp_path, change, field):
     import torch

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.config_fields import field_help
+from pipeline.core.decision import check_objectives
 from pipeline.core.errors import ConfigError
 
 DECISION_RULES = ("argmax", "fitted")
@@ -178,8 +179,12 @@ class TrainConfig:
         "0 none, 0.5 the square root of inverse frequency, 1 inverse frequency; serving divides the weights "
         "out again, so probabilities stay calibrated"))
     decision_rule: str = field(default="argmax", metadata=field_help(
-        "argmax: the most probable label; fitted: argmax of p x w, w fitted on dev per label set for "
-        "(weighted-F1 + macro-F1) / 2 and stored with the adapter (probabilities unchanged)"))
+        "argmax: the most probable label; fitted: argmax of p x w, w fitted on dev per label set for its "
+        "decision_objective and stored with the adapter (probabilities unchanged)"))
+    decision_objective: dict[str, str] = field(default_factory=dict, metadata=field_help(
+        "with decision_rule fitted: what the decision weights maximise, per label set, e.g. {dailydialog: "
+        "micro_f1_without_neutral}; a label set not named gets balanced (the mean of weighted-F1, macro-F1 "
+        "and negative-F1)"))
     init_adapter: str | None = field(default=None, metadata=field_help(
         "start from this LoRA adapter folder's weights instead of a fresh LoRA (default: the shipped adapter, "
         "training/default_adapter); its rank, alpha, modules and layers must be the lora section's"))
@@ -213,6 +218,9 @@ class TrainConfig:
             raise ConfigError("class_weight_power: class weights apply to label_ce only")
         if self.decision_rule not in DECISION_RULES:
             raise ConfigError(f"decision_rule: {self.decision_rule!r} is not one of {', '.join(DECISION_RULES)}")
+        check_objectives(self.decision_objective, "decision_objective")
+        if self.decision_objective and self.decision_rule != "fitted":
+            raise ConfigError("decision_objective: applies to decision_rule fitted only")
         self.lora.validate("lora")
         if not self.train:
             raise ConfigError("train: needs at least one dataset")

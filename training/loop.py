@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,8 @@ def run_training(config: TrainConfig, report: Any = None, resume: Path | None = 
         decisions: dict[str, dict[str, float]] = {}
         if dev_step is not None:
             dev_metrics, calibration, decisions = evaluate_dev(dev_step, dev_examples, spaces, weights,
-                                                               config.decision_rule == "fitted")
+                                                               config.decision_rule == "fitted",
+                                                               objectives=config.decision_objective)
             metrics.update(dev_metrics)
         say(f"epoch {epoch} done: {json.dumps(metrics)}")
         folder = checkpoint_root / f"epoch-{epoch}" if checkpoint_root else Path(tempfile.mkdtemp())
@@ -224,15 +225,17 @@ def train_class_weights(examples: Sequence[Any], spaces: dict[str, Any], power: 
 
 def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
                  class_weights: dict[str, dict[str, float]] | None = None, fit_decision: bool = False,
-                 batch_size: int = 32) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, float]]]:
+                 batch_size: int = 32, objectives: Mapping[str, str] | None = None
+                 ) -> tuple[dict[str, Any], dict[str, float], dict[str, dict[str, float]]]:
     """Dev figures per label set (and the mean weighted-F1) from the probabilities as served, the
-    temperature per label set that calibrates them and, with `fit_decision`, the decision weights.
+    temperature per label set that calibrates them and, with `fit_decision`, the decision weights
+    (for each label set's objective in `objectives`, balanced where it names none).
 
     As served: the model's label probabilities with the class weights divided out, then calibrated.
     """
 
     from pipeline.core.calibration import expected_calibration_error
-    from pipeline.core.decision import decide, fit_serving, undo_class_weights
+    from pipeline.core.decision import DEFAULT_OBJECTIVE, decide, fit_serving, undo_class_weights
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
     from training.batching import plan_epoch
@@ -260,8 +263,9 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
         indices = [i for i, e in enumerate(examples) if e.label_set == name]
         labels = spaces[name].labels
         gold = [labels.index(examples[i].label) for i in indices]
-        temperatures[name], decision, served = fit_serving([probs[i] for i in indices], gold, labels,
-                                                           negative_labels(spaces[name]), fit_decision)
+        temperatures[name], decision, served = fit_serving(
+            [probs[i] for i in indices], gold, labels, negative_labels(spaces[name]), fit_decision,
+            (objectives or {}).get(name, DEFAULT_OBJECTIVE))
         if decision is not None:
             decisions[name] = decision
         chosen = [labels.index(decide(p, decisions.get(name))) for p in served]
@@ -269,6 +273,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
                                        get_label_set(name))
         metrics[f"dev_weighted_f1_{name}"] = report["weighted_f1"]
         metrics[f"dev_macro_f1_{name}"] = report["macro_f1"]
+        metrics[f"dev_micro_f1_without_neutral_{name}"] = report["micro_f1_without_neutral"]
         metrics[f"dev_accuracy_{name}"] = report["accuracy"]
         metrics[f"dev_negative_recall_{name}"] = report["negative"]["recall"]
         metrics[f"dev_negative_precision_{name}"] = report["negative"]["precision"]

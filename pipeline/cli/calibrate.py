@@ -31,7 +31,7 @@ def run_calibrate(config: CalibrateConfig) -> int:
     served = evaluate_served(engine_config, asked, config.batch_size, f"calibrate: {name}")
 
     meta = read_adapter_meta(path)
-    fitted, figures = refit(sets, asked, served, config.decision_rule == "fitted")
+    fitted, figures = refit(sets, asked, served, config.decision_rule == "fitted", config.objectives)
     temperatures = {**meta.temperatures, **{s: t for s, (t, _) in fitted.items()}}
     decisions = {s: d for s, d in meta.decision_weights.items() if s not in fitted}
     decisions.update({s: d for s, (_, d) in fitted.items() if d is not None})
@@ -43,7 +43,8 @@ def run_calibrate(config: CalibrateConfig) -> int:
     print(format_figures(figures))
     report = Path(config.report) if config.report else out / "calibration.json"
     report.write_text(json.dumps({"adapter": {"name": name, "path": path}, "out": str(out),
-                                  "decision_rule": config.decision_rule, "sets": figures,
+                                  "decision_rule": config.decision_rule, "objectives": config.objectives,
+                                  "sets": figures,
                                   "temperatures": temperatures, "decision_weights": decisions},
                                  indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out} (serve it under a new name); report: {report}")
@@ -51,11 +52,13 @@ def run_calibrate(config: CalibrateConfig) -> int:
 
 
 def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tuple[dict, list, float]],
-          fit_decision: bool) -> tuple[dict[str, tuple[float, dict | None]], list[dict[str, Any]]]:
-    """Per label set (its sets pooled): the refitted temperature and decision weights; per set the
-    figures as served before and as they are with the refitted rule."""
+          fit_decision: bool, objectives: dict[str, str] | None = None
+          ) -> tuple[dict[str, tuple[float, dict | None]], list[dict[str, Any]]]:
+    """Per label set (its sets pooled): the refitted temperature and decision weights (for its
+    objective in `objectives`, balanced where it names none); per set the figures as served before
+    and as they are with the refitted rule."""
     from pipeline.core.calibration import apply_temperature, expected_calibration_error
-    from pipeline.core.decision import decide, fit_serving
+    from pipeline.core.decision import DEFAULT_OBJECTIVE, decide, fit_serving
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
 
@@ -72,7 +75,8 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
     fitted = {}
     for name, (rows, gold) in pooled.items():
         label_set = get_label_set(name)
-        temperature, decision, _ = fit_serving(rows, gold, label_set.labels, negative_labels(label_set), fit_decision)
+        temperature, decision, _ = fit_serving(rows, gold, label_set.labels, negative_labels(label_set), fit_decision,
+                                               (objectives or {}).get(name, DEFAULT_OBJECTIVE))
         fitted[name] = (temperature, decision)
     figures = []
     for (set_name, _), requests, (before, _, _), raw in zip(sets, asked, served, raw_per_set, strict=True):
@@ -91,14 +95,15 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
 
 def _summary(report: dict[str, Any]) -> dict[str, float]:
     return {"weighted_f1": report["weighted_f1"], "macro_f1": report["macro_f1"],
+            "micro_f1_without_neutral": report["micro_f1_without_neutral"],
             "negative_recall": report["negative"]["recall"], "negative_precision": report["negative"]["precision"],
             "ece": report["ece"], "temperature": report["temperature"]}
 
 
 def format_figures(figures: list[dict[str, Any]]) -> str:
     """A table: each set's figures as served before and with the refitted rule."""
-    keys = {"weighted_f1": "wF1", "macro_f1": "mF1", "negative_recall": "neg R", "negative_precision": "neg P",
-            "ece": "ECE"}
+    keys = {"weighted_f1": "wF1", "macro_f1": "mF1", "micro_f1_without_neutral": "µF1-n",
+            "negative_recall": "neg R", "negative_precision": "neg P", "ece": "ECE"}
     lines = [f"{'set':<16}{'n':>6}" + "".join(f"{f'{short} {when}':>14}" for short in keys.values()
                                               for when in ("before", "after"))]
     for f in figures:

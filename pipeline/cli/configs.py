@@ -17,6 +17,7 @@ from pipeline.alerts.config import DEFAULT_ALERTS_STREAM, AlertsConfig
 from pipeline.core.config_fields import field_help
 from pipeline.core.conversation_prompt import PROMPTS
 from pipeline.core.datasets import DATASETS, SPLITS
+from pipeline.core.decision import check_objectives
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS
 from pipeline.core.redaction import RedactionConfig
@@ -278,6 +279,17 @@ def _parse_sets(values: list[str]) -> tuple[tuple[str, str, str | None], ...]:
     return tuple(out)
 
 
+def _parse_objectives(values: list[str]) -> dict[str, str]:
+    """`LABEL_SET=OBJECTIVE` pairs as a mapping (checked by the config)."""
+    out = {}
+    for value in values:
+        label_set, sep, objective = value.partition("=")
+        if not sep or not label_set.strip() or not objective.strip():
+            raise ConfigError(f"objective: expected LABEL_SET=OBJECTIVE, got {value!r}")
+        out[label_set.strip()] = objective.strip()
+    return out
+
+
 def _parse_adapter(value: str, where: str) -> tuple[str, str | None]:
     """`NAME=PATH`; for `against` also `default` (the shipped adapter) or `base` (the bare model)."""
     from workers.adapters import BASE_MODEL
@@ -353,8 +365,12 @@ class CalibrateConfig:
             "fitted together; PATH: a data root, folder or file (a corrections export folder for jsonl)",
             flag="--set", parse=_parse_sets, metavar="DATASET[:SPLIT][=PATH]"))
     decision_rule: str = field(default="fitted", metadata=field_help(
-        "fitted: decision weights on the mean of weighted-F1, macro-F1 and negative-F1; argmax: none",
+        "fitted: decision weights per label set for its --objective; argmax: none",
         choices=("fitted", "argmax")))
+    objectives: dict[str, str] = field(default_factory=dict, metadata=field_help(
+        "what a label set's decision weights maximise (repeatable): balanced (the default: the mean of "
+        "weighted-F1, macro-F1 and negative-F1) or micro_f1_without_neutral", flag="--objective",
+        parse=_parse_objectives, metavar="LABEL_SET=OBJECTIVE"))
     limit: int | None = field(default=None, metadata=field_help("use the first N labelled turns of each set"))
     batch_size: int = field(default=256, metadata=field_help("turns per engine call"))
     report: str | None = field(default=None, metadata=field_help(
@@ -366,6 +382,9 @@ class CalibrateConfig:
         _positive(self, "limit", "batch_size")
         if self.engine.adapters:
             raise ConfigError("adapter: give the adapter to recalibrate as the first argument, no --adapter")
+        check_objectives(self.objectives, "objective")
+        if self.objectives and self.decision_rule != "fitted":
+            raise ConfigError("objective: applies to --decision-rule fitted only")
         self.named_adapter()
         if Path(self.out).exists():
             raise ConfigError(f"out: {self.out} exists (a recalibrated adapter is a new folder)")

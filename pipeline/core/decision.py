@@ -6,10 +6,11 @@
   probabilities by w and renormalises (`undo_class_weights`): the probabilities are again
   estimates of p(c | x), which the dev-fitted temperature then calibrates.
 - **The decision rule** (`fit_decision_weights`): the label is argmax_c p_c · d_c, with d fitted on
-  dev to maximise the mean of weighted-F1, macro-F1 and, where the label set has negative labels,
-  the F1 of "is this turn negative?" (what the supervisors' page and alerts act on); the
-  probabilities served stay the calibrated p, only the choice of label moves. d = 1 for every
-  class is plain argmax.
+  dev to maximise an objective (`DECISION_OBJECTIVES`, chosen per label set): by default the mean of
+  weighted-F1, macro-F1 and, where the label set has negative labels, the F1 of "is this turn
+  negative?" (what the supervisors' page and alerts act on); or micro-F1 without neutral, where
+  that is what a user's data is judged by (DailyDialog). The probabilities served stay the
+  calibrated p, only the choice of label moves. d = 1 for every class is plain argmax.
 - **Fitting what serving applies** (`fit_serving`): the temperature on dev, then the decision
   weights on the calibrated probabilities: one function for training's epoch ends and for
   `dialoguellm calibrate`.
@@ -18,6 +19,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+
+from pipeline.core.errors import ConfigError
+from pipeline.core.labels import LABEL_SETS, NEUTRAL
+
+DEFAULT_OBJECTIVE = "balanced"
+DECISION_OBJECTIVES = {
+    DEFAULT_OBJECTIVE: "the mean of weighted-F1, macro-F1 and, where the label set has negative labels, negative-F1",
+    "micro_f1_without_neutral": "micro-F1 over the emotions, neutral left out (DailyDialog's usual metric)",
+}
+
+
+def check_objectives(objectives: Mapping[str, str], where: str) -> None:
+    """Refuse, naming the field, a label set or decision objective that does not exist."""
+    for label_set, objective in objectives.items():
+        if label_set not in LABEL_SETS:
+            raise ConfigError(f"{where}: unknown label set {label_set!r} (known: {', '.join(sorted(LABEL_SETS))})")
+        if objective not in DECISION_OBJECTIVES:
+            raise ConfigError(f"{where}: {objective!r} (for {label_set}) is not one of {', '.join(DECISION_OBJECTIVES)}")
 
 
 def class_weights(counts: Mapping[str, int], labels: Sequence[str], power: float) -> dict[str, float]:
@@ -57,22 +76,30 @@ def f1_scores(gold: Sequence[int], predicted: Sequence[int], n: int) -> tuple[fl
 
 
 def fit_decision_weights(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
-                         negative: Sequence[str] = (), rounds: int = 4) -> dict[str, float]:
-    """Decision weights d (first label fixed at 1) maximising the mean of weighted-F1, macro-F1 and
-    (when `negative` names labels) negative-F1 of argmax p · d on these examples: coordinate
+                         negative: Sequence[str] = (), objective: str = DEFAULT_OBJECTIVE,
+                         rounds: int = 4) -> dict[str, float]:
+    """Decision weights d (first label fixed at 1) maximising `objective` (see DECISION_OBJECTIVES;
+    `negative` names the labels of negative-F1) of argmax p · d on these examples: coordinate
     ascent over a grid of log d."""
     import numpy as np
 
+    if objective not in DECISION_OBJECTIVES:
+        raise ValueError(f"objective: {objective!r} is not one of {', '.join(DECISION_OBJECTIVES)}")
     p = np.asarray(probs, dtype=np.float64)
     g = np.asarray(gold)
     n = len(labels)
     is_negative = np.array([label in set(negative) for label in labels])
     gold_negative = is_negative[g] if is_negative.any() else None
+    is_emotion = np.array([label != NEUTRAL for label in labels])
     log_d = np.zeros(n)
     grid = np.linspace(-2.5, 2.5, 51)
 
     def score(ld: np.ndarray) -> float:
         chosen = np.argmax(np.log(np.clip(p, 1e-300, None)) + ld, axis=1)
+        if objective == "micro_f1_without_neutral":
+            right = np.sum((chosen == g) & is_emotion[g])
+            denominator = np.sum(is_emotion[g]) + np.sum(is_emotion[chosen])
+            return 2 * right / denominator if denominator else 0.0
         w, m = f1_scores(g, chosen, n)
         if gold_negative is None:
             return (w + m) / 2
@@ -97,15 +124,15 @@ def fit_decision_weights(probs: Sequence[Sequence[float]], gold: Sequence[int], 
 
 
 def fit_serving(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
-                negative: Sequence[str] = (), fit_decision: bool = True
+                negative: Sequence[str] = (), fit_decision: bool = True, objective: str = DEFAULT_OBJECTIVE
                 ) -> tuple[float, dict[str, float] | None, list[dict[str, float]]]:
     """What serving applies, fitted on dev from the model's (class-weight-free) label probabilities:
-    the temperature, the decision weights on the calibrated probabilities (None: plain argmax)
-    and those calibrated probabilities."""
+    the temperature, the decision weights on the calibrated probabilities for `objective` (None:
+    plain argmax) and those calibrated probabilities."""
     from pipeline.core.calibration import apply_temperature, fit_temperature
 
     temperature = fit_temperature(probs, gold)
     served = [apply_temperature(dict(zip(labels, row, strict=True)), temperature) for row in probs]
-    decision = fit_decision_weights([[q[x] for x in labels] for q in served], gold, labels, negative) \
+    decision = fit_decision_weights([[q[x] for x in labels] for q in served], gold, labels, negative, objective) \
         if fit_decision else None
     return temperature, decision, served
