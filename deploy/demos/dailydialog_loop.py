@@ -878,7 +878,8 @@ class Loop:
         target = HERE / "adapter"
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(self.adapter_dir, target)
+        # PEFT's README.md is an empty model-card template; this folder's README describes the adapter.
+        shutil.copytree(self.adapter_dir, target, ignore=shutil.ignore_patterns("README.md"))
         shutil.copyfile(self.wd / "train" / "config.yaml", HERE / "train-config.resolved.yaml")
         reports = HERE / "reports"
         reports.mkdir(exist_ok=True)
