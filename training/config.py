@@ -218,9 +218,7 @@ class TrainConfig:
             raise ConfigError("class_weight_power: class weights apply to label_ce only")
         if self.decision_rule not in DECISION_RULES:
             raise ConfigError(f"decision_rule: {self.decision_rule!r} is not one of {', '.join(DECISION_RULES)}")
-        check_objectives(self.decision_objective, "decision_objective")
-        if self.decision_objective and self.decision_rule != "fitted":
-            raise ConfigError("decision_objective: applies to decision_rule fitted only")
+        check_objectives(self.decision_objective, self.decision_rule == "fitted", "decision_objective", "decision_rule")
         self.lora.validate("lora")
         if not self.train:
             raise ConfigError("train: needs at least one dataset")

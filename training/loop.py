@@ -235,7 +235,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
     """
 
     from pipeline.core.calibration import expected_calibration_error
-    from pipeline.core.decision import DEFAULT_OBJECTIVE, decide, fit_serving, undo_class_weights
+    from pipeline.core.decision import decide, fit_serving, objective_for, undo_class_weights
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
     from training.batching import plan_epoch
@@ -265,7 +265,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
         gold = [labels.index(examples[i].label) for i in indices]
         temperatures[name], decision, served = fit_serving(
             [probs[i] for i in indices], gold, labels, negative_labels(spaces[name]), fit_decision,
-            (objectives or {}).get(name, DEFAULT_OBJECTIVE))
+            objective_for(objectives, name))
         if decision is not None:
             decisions[name] = decision
         chosen = [labels.index(decide(p, decisions.get(name))) for p in served]

@@ -58,7 +58,7 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
     objective in `objectives`, balanced where it names none); per set the figures as served before
     and as they are with the refitted rule."""
     from pipeline.core.calibration import apply_temperature, expected_calibration_error
-    from pipeline.core.decision import DEFAULT_OBJECTIVE, decide, fit_serving
+    from pipeline.core.decision import decide, fit_serving, objective_for
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
 
@@ -76,7 +76,7 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
     for name, (rows, gold) in pooled.items():
         label_set = get_label_set(name)
         temperature, decision, _ = fit_serving(rows, gold, label_set.labels, negative_labels(label_set), fit_decision,
-                                               (objectives or {}).get(name, DEFAULT_OBJECTIVE))
+                                               objective_for(objectives, name))
         fitted[name] = (temperature, decision)
     figures = []
     for (set_name, _), requests, (before, _, _), raw in zip(sets, asked, served, raw_per_set, strict=True):

@@ -382,9 +382,7 @@ class CalibrateConfig:
         _positive(self, "limit", "batch_size")
         if self.engine.adapters:
             raise ConfigError("adapter: give the adapter to recalibrate as the first argument, no --adapter")
-        check_objectives(self.objectives, "objective")
-        if self.objectives and self.decision_rule != "fitted":
-            raise ConfigError("objective: applies to --decision-rule fitted only")
+        check_objectives(self.objectives, self.decision_rule == "fitted", "objective", "--decision-rule")
         self.named_adapter()
         if Path(self.out).exists():
             raise ConfigError(f"out: {self.out} exists (a recalibrated adapter is a new folder)")

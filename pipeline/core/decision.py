@@ -30,13 +30,21 @@ DECISION_OBJECTIVES = {
 }
 
 
-def check_objectives(objectives: Mapping[str, str], where: str) -> None:
-    """Refuse, naming the field, a label set or decision objective that does not exist."""
+def check_objectives(objectives: Mapping[str, str], fitted: bool, where: str, rule: str) -> None:
+    """Refuse, naming the field `where`, a label set or decision objective that does not exist, or
+    objectives where the decision rule (the field `rule`) is not fitted."""
+    if objectives and not fitted:
+        raise ConfigError(f"{where}: applies to {rule} fitted only")
     for label_set, objective in objectives.items():
         if label_set not in LABEL_SETS:
             raise ConfigError(f"{where}: unknown label set {label_set!r} (known: {', '.join(sorted(LABEL_SETS))})")
         if objective not in DECISION_OBJECTIVES:
             raise ConfigError(f"{where}: {objective!r} (for {label_set}) is not one of {', '.join(DECISION_OBJECTIVES)}")
+
+
+def objective_for(objectives: Mapping[str, str] | None, label_set: str) -> str:
+    """The decision objective `objectives` names for `label_set` (DEFAULT_OBJECTIVE where none)."""
+    return (objectives or {}).get(label_set, DEFAULT_OBJECTIVE)
 
 
 def class_weights(counts: Mapping[str, int], labels: Sequence[str], power: float) -> dict[str, float]:
