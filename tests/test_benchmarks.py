@@ -1,6 +1,6 @@
 """The benchmarks' workloads (pure): what they feed, not how fast (figures live in the README)."""
 
-from pipeline.benchmarks.engine_bench import round_robin
+from pipeline.benchmarks.engine_bench import round_robin, time_rows
 from pipeline.benchmarks.stream_bench import stream_requests
 from pipeline.core.datasets import load_dataset
 
@@ -29,3 +29,22 @@ def test_engine_rounds_hold_turn_r_of_every_conversation_with_its_whole_past(dat
     for r, batch in enumerate(rounds):
         assert all(q.turn.turn_id == q.context[-1].turn_id + 1 if q.context else True for q in batch)
         assert all(len(q.context) <= r for q in batch)
+
+
+def test_rows_are_timed_in_turns_and_each_reports_its_fastest_timing():
+    """`bench engine` reads ratios of rows timed on engines started at different moments: every
+    row is timed once before any row is timed again, and a row's slow first timing (a fresh
+    engine's first batches) does not stand."""
+    calls: list[str] = []
+    seen = {"bare": iter([(10.0, 0.5), (20.0, 0.4), (15.0, 0.5)]), "adapter": iter([(5.0, 0.5), (19.0, 0.5), (18.0, 0.5)])}
+
+    def row(name):
+        def run():
+            calls.append(name)
+            return next(seen[name])
+        return run
+
+    best, timings = time_rows({"bare": row("bare"), "adapter": row("adapter")}, 3)
+    assert calls == ["bare", "adapter"] * 3
+    assert best == {"bare": (20.0, 0.4), "adapter": (19.0, 0.5)}
+    assert timings == {"bare": [10.0, 20.0, 15.0], "adapter": [5.0, 19.0, 18.0]}

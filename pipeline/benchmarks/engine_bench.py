@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -61,6 +61,21 @@ def _timed(engine: Any, prompts: list[str], decoding: str) -> tuple[float, float
     return rate, 1 - engine.stats.cached_tokens / max(1, engine.stats.prompt_tokens)
 
 
+Timing = tuple[float, float]  # turns/s, and the share (or count) of prompt tokens computed
+
+
+def time_rows(rows: dict[str, Callable[[], Timing]], repeats: int) -> tuple[dict[str, Timing], dict[str, list[float]]]:
+    """Each row timed `repeats` times, the rows taking turns, so a slow moment of the machine or an
+    engine's first batches after its start fall on every row alike; a row reports its fastest
+    timing (interference only ever slows a run), and every timing's turns/s is returned too."""
+    timings: dict[str, list[Timing]] = {name: [] for name in rows}
+    for _ in range(repeats):
+        for name, run in rows.items():
+            timings[name].append(run())
+    return ({name: max(t) for name, t in timings.items()},
+            {name: [round(rate, 3) for rate, _ in t] for name, t in timings.items()})
+
+
 def with_prompt(config: Any, prompt: str) -> Any:
     """The engine config with a benchmark's standard settings for `prompt`, whatever the default
     adapter was trained with (`bench_context_turns`)."""
@@ -95,8 +110,10 @@ def _fed_turn_by_turn(engine: Any, rounds: list[list[LabelRequest]], prompter: A
     return turns / elapsed, (engine.stats.prompt_tokens - engine.stats.cached_tokens) / turns
 
 
-def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None, conversations: int) -> dict[str, Any]:
-    """The paper prompt (z=2) and the conversation prompt (every previous turn) on the same rounds."""
+def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None, conversations: int,
+                      repeats: int) -> dict[str, Any]:
+    """The paper prompt (z=2) and the conversation prompt (every previous turn) on the same rounds,
+    each row timed `repeats` times (`time_rows`)."""
     from pipeline.core.prompter import Prompter
 
     rounds = round_robin(load_dataset("meld", "test", data), conversations)
@@ -107,9 +124,11 @@ def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None
     shown = [len(q.context) for b in rounds for q in b]
     log(f"  conversation rows: {turns} turns of {len(rounds[0]) if rounds else 0} MELD test conversations, "
         f"round robin")
-    rows = {"paper prompt (z=2)": _fed_turn_by_turn(engine, rounds, paper, cold=False),
-            "conversation prompt, warm": _fed_turn_by_turn(engine, rounds, conversation, cold=False),
-            "conversation prompt, cold": _fed_turn_by_turn(engine, rounds, conversation, cold=True)}
+    rows, timings = time_rows({
+        "paper prompt (z=2)": lambda: _fed_turn_by_turn(engine, rounds, paper, cold=False),
+        "conversation prompt, warm": lambda: _fed_turn_by_turn(engine, rounds, conversation, cold=False),
+        "conversation prompt, cold": lambda: _fed_turn_by_turn(engine, rounds, conversation, cold=True),
+    }, repeats)
     base = rows["paper prompt (z=2)"][0]
     print(f"{'prompt, fed turn by turn':<40}{'turns/s':>8}{'x paper':>9}{'computed tok/turn':>19}")
     for name, (rate, computed) in rows.items():
@@ -118,15 +137,26 @@ def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None
           f"the paper prompt at most {config.context_turns}")
     return {
         "conversation_turns": turns,
-        "conversation_rows": {k: {"turns_per_s": round(r, 3), "computed_tokens_per_turn": round(c, 1)}
-                              for k, (r, c) in rows.items()},
+        "conversation_rows": {k: {"turns_per_s": round(r, 3), "computed_tokens_per_turn": round(c, 1),
+                                  "timings_turns_per_s": timings[k]} for k, (r, c) in rows.items()},
         "conversation_warm_ratio": round(rows["conversation prompt, warm"][0] / base, 3),
         "conversation_cold_ratio": round(rows["conversation prompt, cold"][0] / base, 3),
     }
 
 
-def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool = True,
-                         conversations: int = 20) -> dict[str, Any]:
+def _in_order(engine: Any, config: Any, prompts: list[str]) -> Timing:
+    """The engine timed with `config`'s prompt order (the prompt-order lever), then set back."""
+    kept, engine.config = engine.config, config
+    try:
+        return _timed(engine, prompts, config.decoding)
+    finally:
+        engine.config = kept
+
+
+def run_engine_benchmark(config: Any, limit: int, data: str | None, *, levers: bool, conversations: int,
+                         repeats: int) -> dict[str, Any]:
+    """Every row of `bench engine` in one run; the engines are started and warmed first and stay up
+    together, so their rows take turns (`time_rows`)."""
     from pipeline.core.prompter import Prompter
     from workers.engine import EmotionEngine
     from workers.model_store import resolve_model
@@ -142,57 +172,63 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
     shape = ModelShape.of(model_dir)
     flops = sum(shape.prompt_flops(t) for t in tokens)
 
-    log(f"bench engine: {len(prompts)} MELD test turns, {sum(tokens) / len(tokens):.0f} prompt tokens each")
+    log(f"bench engine: {len(prompts)} MELD test turns, {sum(tokens) / len(tokens):.0f} prompt tokens each; "
+        f"each row timed {repeats} times, rows taking turns")
     matmul = matmul_gflops()
     log(f"  fp32 matmul: {matmul:.0f} GFLOP/s")
     baseline = transformers_baseline(model_dir, prompts)
     log(f"  (a) transformers generate: {baseline:.2f} turns/s")
 
     config = replace(config, use_default_adapter=False, adapters={}, default_adapter=None)
+    mode = config.decoding
     engine = EmotionEngine(config)
-    engine.predict_prompts(warm_prompts, "meld")
-    rates = {mode: _timed(engine, prompts, mode) for mode in ("scoring", "choice")}
-    engine.config = replace(config, sort_prompts=not config.sort_prompts)
-    lever_rates = {"prompt_order_off" if config.sort_prompts else "prompt_order_on":
-                   _timed(engine, prompts, config.decoding)}
-    engine.config = config
-    conversation = conversation_rows(engine, model_dir, config, data, conversations)
-    del engine
-    gc.collect()
+    other = served = None
+    rows: dict[str, Callable[[], Timing]] = {
+        m: (lambda m=m, e=engine: _timed(e, prompts, m)) for m in ("scoring", "choice")}
+    order = "prompt_order_off" if config.sort_prompts else "prompt_order_on"
+    rows[order] = lambda e=engine: _in_order(e, replace(config, sort_prompts=not config.sort_prompts), prompts)
+    caching = "prefix_caching_off" if config.enable_prefix_caching else "prefix_caching_on"
     if levers:
         other = EmotionEngine(replace(config, enable_prefix_caching=not config.enable_prefix_caching))
-        other.predict_prompts(warm_prompts, "meld")
-        key = "prefix_caching_off" if config.enable_prefix_caching else "prefix_caching_on"
-        lever_rates[key] = _timed(other, prompts, config.decoding)
-        del other
-        gc.collect()
-    adapter_rate = None
+        rows[caching] = lambda e=other: _timed(e, prompts, mode)
     if adapted.default_adapter is not None:
         # The adapter users get by default, served as the engine serves it (merged on a CPU).
         served = EmotionEngine(adapted)
-        served.predict_prompts(warm_prompts, "meld")
-        adapter_rate = _timed(served, prompts, config.decoding)
         how = "merged" if served.merged else "LoRA"
-        del served
-        gc.collect()
+        rows["default_adapter"] = lambda e=served: _timed(e, prompts, mode)
+    for started in (engine, other, served):
+        if started is not None:
+            started.predict_prompts(warm_prompts, "meld")
+    best_of, timings = time_rows(rows, repeats)
+    rates = {m: best_of[m] for m in ("scoring", "choice")}
+    lever_rates = {k: best_of[k] for k in (order, caching) if k in best_of}
+    adapter_rate = best_of.get("default_adapter")
+    for name, rates_seen in timings.items():
+        log(f"  {name}: " + " ".join(f"{r:.2f}" for r in rates_seen) + " turns/s")
+    conversation = conversation_rows(engine, model_dir, config, data, conversations, repeats)
+    # Shut down together, at the end: an engine's shutdown takes down vLLM's process-wide
+    # parallel groups, which the engines still up compute with.
+    rows.clear()
+    del engine, other, served
+    gc.collect()
 
-    mode = config.decoding
     best, best_computed = rates[mode]
     per_turn_gflop = flops / len(prompts) / 1e9
-    rows = [("(a) transformers generate", (baseline, 1.0))] + [(f"(b) engine, {m}", r) for m, r in rates.items()]
-    rows += [(f"    engine, {mode}, {k.replace('_', ' ')}", r) for k, r in lever_rates.items()]
+    table = [("(a) transformers generate", (baseline, 1.0))] + [(f"(b) engine, {m}", r) for m, r in rates.items()]
+    table += [(f"    engine, {mode}, {k.replace('_', ' ')}", r) for k, r in lever_rates.items()]
     if adapter_rate is not None:
-        rows.append((f"(c) engine, {mode}, default adapter ({how})", adapter_rate))
+        table.append((f"(c) engine, {mode}, default adapter ({how})", adapter_rate))
     mean_tokens = sum(tokens) / len(tokens)
     print(f"{'path':<40}{'turns/s':>8}{'tok/s':>7}{'x (a)':>7}{'computed':>10}{'GFLOP/s':>9}{'% mm':>6}"
           f"{'eff. GFLOP/s':>13}{'% mm':>6}")
-    for name, (rate, computed) in rows:
+    for name, (rate, computed) in table:
         effective = rate * per_turn_gflop
         print(f"{name:<40}{rate:>8.2f}{rate * mean_tokens:>7.0f}{rate / baseline:>7.2f}{computed:>9.0%}"
               f"{effective * computed:>10.1f}{100 * effective * computed / matmul:>5.0f}%"
               f"{effective:>13.1f}{100 * effective / matmul:>5.0f}%")
     print(f"fp32 matmul {matmul:.1f} GFLOP/s; {len(prompts)} prompts of {mean_tokens:.0f} tokens; "
-          f"computed = share of prompt tokens not served from the prefix cache")
+          f"computed = share of prompt tokens not served from the prefix cache; each row the fastest of "
+          f"{repeats} timings, rows taking turns")
     return {
         "engine_turns_per_s": round(best, 3),
         "baseline_turns_per_s": round(baseline, 3),
@@ -209,5 +245,7 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, levers: bool
         "default_adapter_turns_per_s": round(adapter_rate[0], 3) if adapter_rate else None,
         "default_adapter_ratio": round(adapter_rate[0] / best, 3) if adapter_rate else None,
         "default_adapter_merged": how == "merged" if adapter_rate else None,
+        "repeats": repeats,
+        "timings_turns_per_s": timings,
         **conversation,
     }

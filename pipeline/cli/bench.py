@@ -20,7 +20,7 @@ def run_bench_engine(config: configs.BenchEngineConfig) -> int:
 
     preflight(config)
     return _emit(config, run_engine_benchmark(config.engine, config.limit, config.data, levers=config.levers,
-                                              conversations=config.conversations))
+                                              conversations=config.conversations, repeats=config.repeats))
 
 
 def run_bench_train(config: configs.BenchTrainConfig) -> int:

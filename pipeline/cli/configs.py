@@ -443,12 +443,14 @@ class BenchEngineConfig:
         "MELD test conversations fed round robin, turn by turn, in the paper-against-conversation prompt rows"))
     levers: bool = field(default=True, metadata=field_help(
         "skip the second engine start that measures prefix caching off", flag="--no-levers"))
+    repeats: int = field(default=3, metadata=field_help(
+        "times each row is timed, the rows taking turns (every engine stays up); a row reports its fastest"))
     data: str | None = data_field()
     json: bool = json_field()
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
-        _positive(self, "limit", "conversations")
+        _positive(self, "limit", "conversations", "repeats")
         _engine_served(self)
 
 
