@@ -1,6 +1,7 @@
 """Training: config validation, prompts identical to serving, and a tiny run through Ray Train."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,22 @@ def test_bad_configuration_is_named_at_start(tmp_path, change, field):
     with pytest.raises(ConfigError) as error:
         load_config(_write(tmp_path, **change))
     assert field in str(error.value)
+
+
+def test_set_overrides_a_field_and_is_validated_like_the_file(tmp_path):
+    """`--set` (both `dialoguellm train` and `python -m training.train`): one field changed, the rest
+    as the file says; a bad override is refused by its field's name before anything runs."""
+    path = _write(tmp_path)
+    config = load_config(path, ["optim.epochs=1", "output_dir=elsewhere/adapter", "lora.target_modules=[q_proj]"])
+    plain = load_config(path)
+    assert (config.optim.epochs, config.output_dir, config.lora.target_modules) == (1, "elsewhere/adapter", ("q_proj",))
+    assert config.optim.learning_rate == plain.optim.learning_rate and config.lora.r == plain.lora.r
+    for override, field in (("optim.epochs=one", "optim.epochs: expected an integer"),
+                            ("optim.epoch=1", "optim.epoch: unknown field"),
+                            ("epochs", "--set: expected FIELD=VALUE"),
+                            ("model.name=x", "model: is not a mapping")):
+        with pytest.raises(ConfigError, match=re.escape(field)):
+            load_config(path, [override])
 
 
 def test_shipped_configs_are_valid():

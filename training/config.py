@@ -6,6 +6,7 @@ Every error names the field, such as `lora.r: must be > 0`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,8 +362,9 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, raw, "")
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a YAML training config."""
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML training config, apply `overrides` ("optim.epochs=1": a dotted field, a YAML
+    value), and validate the result once, so a bad override is refused by its field's name."""
     import yaml
 
     path = Path(path)
@@ -372,4 +374,24 @@ def load_config(path: str | Path) -> TrainConfig:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config: {path} is not valid YAML ({e})") from None
+    for override in overrides:
+        _override(raw, override)
     return _build(TrainConfig, raw, "").validate()
+
+
+def _override(raw: dict[str, Any], override: str) -> None:
+    import yaml
+
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set: expected FIELD=VALUE (e.g. optim.epochs=1), got {override!r}")
+    *parents, name = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parents):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parents[:i + 1])}: is not a mapping, so --set {key} cannot go in it")
+    try:
+        node[name] = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({e})") from None

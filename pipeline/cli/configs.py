@@ -109,6 +109,9 @@ class TrainRunConfig:
     resume: str | None = field(default=None, metadata=field_help(
         "continue exactly from a step checkpoint (<storage>/<run>/local-checkpoints/last-step)", metavar="DIR"))
     overwrite: bool = field(default=False, metadata=field_help("replace an output_dir this command did not write"))
+    overrides: tuple[str, ...] = field(default=(), metadata=field_help(
+        "override one field of the config: a dotted name and a YAML value (repeatable), e.g. --set optim.epochs=1 "
+        "--set output_dir=runs/one-epoch/adapter (a resumed run needs the same --set again)", flag="--set", metavar="FIELD=VALUE"))
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,6 @@ def run_train(config: TrainRunConfig) -> int:
     from training.config import load_config
     from training.train import fit
 
-    summary = fit(load_config(config.config), config.storage, resume=config.resume, overwrite=config.overwrite)
+    summary = fit(load_config(config.config, config.overrides), config.storage, resume=config.resume, overwrite=config.overwrite)
     print(json.dumps(summary))
     return 0
