@@ -159,6 +159,8 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, prompt):
 
     from safetensors.torch import load_file
 
+    from pipeline.core.errors import ConfigError
+    from training.checkpoints import check_resume
     from training.config import load_config
     from training.loop import STEP_CHECKPOINT, run_training
 
@@ -173,6 +175,9 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, prompt):
     expected = (1, 4, 6) if prompt == "dialoguellm" else (1, 4, 8)
     assert (position["epoch"], position["batch"], position["step"]) == expected, "killed mid-epoch 1"
     assert not (tmp_path / "cut" / "epoch-1").exists()
+    check_resume(tmp_path / "cut" / STEP_CHECKPOINT, config.to_dict())  # its own config: resumable
+    with pytest.raises(ConfigError, match=r"was written with optim.epochs=2, this config has optim.epochs=3"):
+        check_resume(tmp_path / "cut" / STEP_CHECKPOINT, load_config(path, ["optim.epochs=3"]).to_dict())
 
     run_training(config, resume=tmp_path / "cut" / STEP_CHECKPOINT, checkpoint_root=tmp_path / "cut",
                  log=lambda _: None)

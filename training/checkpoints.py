@@ -59,11 +59,8 @@ def load_step_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: An
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from pipeline.core.errors import ConfigError
-
     folder = Path(folder)
-    if not (folder / POSITION_FILE).is_file():
-        raise ConfigError(f"resume: {folder} is not a step checkpoint (no {POSITION_FILE})")
+    raw = _read_position(folder)
     device = next(model.parameters()).device
     set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors"), device=str(device)))
     state = torch.load(folder / STATE_FILE, map_location=device, weights_only=False)
@@ -73,5 +70,41 @@ def load_step_checkpoint(folder: Path, model: Any, optimizer: Any, scheduler: An
     if state["cuda_rng"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     random.setstate(state["python_rng"])
-    raw = json.loads((folder / POSITION_FILE).read_text())
     return Position(raw["epoch"], raw["batch"], raw["step"])
+
+
+# What a resumed run may change: how often it checkpoints, not what it learns.
+_MAY_CHANGE_ON_RESUME = frozenset({"optim.checkpoint_every_s", "optim.checkpoint_every_steps"})
+
+
+def check_resume(folder: Path | str, config: dict[str, Any]) -> None:
+    """Refuse, before anything starts, to resume `folder` under another config than the one that
+    wrote it (a forgotten `--set`): the run would go on with another plan than its first part."""
+    from pipeline.core.errors import ConfigError
+
+    written = _read_position(Path(folder)).get("config") or {}
+    then, now = _flat(written), _flat(json.loads(json.dumps(config)))
+    changed = sorted(k for k in then.keys() & now.keys() if then[k] != now[k] and k not in _MAY_CHANGE_ON_RESUME)
+    if changed:
+        key = changed[0]
+        raise ConfigError(f"resume: {folder} was written with {key}={then[key]!r}, this config has "
+                          f"{key}={now[key]!r}{f' (and {len(changed) - 1} more)' if len(changed) > 1 else ''}: "
+                          "resume with the config and --set it started with")
+
+
+def _flat(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _read_position(folder: Path) -> dict[str, Any]:
+    from pipeline.core.errors import ConfigError
+
+    if not (folder / POSITION_FILE).is_file():
+        raise ConfigError(f"resume: {folder} is not a step checkpoint (no {POSITION_FILE})")
+    return json.loads((folder / POSITION_FILE).read_text())

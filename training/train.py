@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import DialogueLLMError
-from training.checkpoints import POSITION_FILE, STATE_FILE
+from training.checkpoints import POSITION_FILE, STATE_FILE, check_resume
 from training.config import TrainConfig
 from training.loop import CONFIG_FILE, METRICS_FILE, train_loop
 
@@ -30,6 +30,8 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2, 
     every `optim.checkpoint_every_s`): the run continues exactly where it stopped.
     """
     output = Path(config.output_dir)
+    if resume is not None:
+        check_resume(resume, config.to_dict())
     if output.exists() and not overwrite and not (output / CONFIG_FILE).is_file():
         raise DialogueLLMError(f"output_dir: {output} exists and is not an adapter folder this command wrote; "
                                "pass --overwrite to replace it")
