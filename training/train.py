@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.core.errors import DialogueLLMError
 from training.checkpoints import POSITION_FILE, STATE_FILE, check_resume
-from training.config import TrainConfig
+from training.config import TrainConfig, load_config
 from training.loop import CONFIG_FILE, METRICS_FILE, train_loop
 
 BEST_METRIC = "dev_weighted_f1"
@@ -92,18 +92,22 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The same flags as `dialoguellm train` (one list of them: `TrainRunConfig`)."""
-    from pipeline.cli.configs import TrainRunConfig
-    from pipeline.cli.flags import add_config_flags, config_from_args
-    from pipeline.cli.train import run_train
-
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    add_config_flags(parser, TrainRunConfig)
+    parser.add_argument("--config", required=True, help="YAML training config (see training/configs/)")
+    parser.add_argument("--storage", help="Ray Train storage path (default: beside output_dir)")
+    parser.add_argument("--resume", metavar="DIR", help="continue exactly from a step checkpoint folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an output_dir this command did not write")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                        help="override one field of the config, as `dialoguellm train --set`")
+    args = parser.parse_args(argv)
     try:
-        return run_train(config_from_args(TrainRunConfig, parser.parse_args(argv)))
+        summary = fit(load_config(args.config, args.overrides), args.storage, resume=args.resume,
+                      overwrite=args.overwrite)
     except DialogueLLMError as e:
         print(f"dialoguellm: error: {e}", file=sys.stderr)
         return 2
+    print(json.dumps(summary))
+    return 0
 
 
 if __name__ == "__main__":
