@@ -385,13 +385,29 @@ def _override(raw: dict[str, Any], override: str) -> None:
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set: expected FIELD=VALUE (e.g. optim.epochs=1), got {override!r}")
-    *parents, name = key.strip().split(".")
-    node = raw
-    for i, part in enumerate(parents):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{'.'.join(parents[:i + 1])}: is not a mapping, so --set {key} cannot go in it")
     try:
-        node[name] = yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}: {text!r} is not a YAML value ({e})") from None
+    set_field(raw, key.strip(), value)
+
+
+def set_field(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set one value of a raw (YAML) config: `optim.epochs`, `train.1.limit` (list items by index);
+    a missing mapping on the way is created. Raises ConfigError naming the part that does not fit."""
+    *parents, last = dotted.split(".")
+    node: Any = raw
+    for i, part in enumerate([*parents, last]):
+        where = ".".join(parents[:i]) or "config"
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{where}: has no item {part!r} (it holds {len(node)}), so {dotted} cannot be set")
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
+            raise ConfigError(f"{where}: is not a mapping, so {dotted} cannot be set")
+        if i == len(parents):
+            node[index] = value
+        else:
+            node = node[index] if isinstance(node, list) else node.setdefault(part, {})

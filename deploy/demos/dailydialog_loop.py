@@ -94,22 +94,13 @@ def turn_key(row: dict) -> tuple[str, int]:
     return str(row["conversation_id"]), int(row["turn_id"])
 
 
-def set_path(config: dict, dotted: str, value: Any) -> None:
-    """`optim.epochs`, `train.1.limit`: set one value of a nested YAML mapping (list items by index)."""
-    *parents, last = dotted.split(".")
-    node: Any = config
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
-
-
 def resolve_train_config(raw: dict, export_dir: Path, output_dir: Path, overrides: list[str]) -> dict:
     """The run's own copy of the training config: every jsonl source reads this run's export, the
     adapter goes to this run's folder, then the `KEY=VALUE` overrides (values parsed as YAML)."""
     import yaml
+
+    from pipeline.core.errors import ConfigError
+    from training.config import set_field
 
     config = json.loads(json.dumps(raw))
     config["output_dir"] = str(output_dir)
@@ -122,8 +113,8 @@ def resolve_train_config(raw: dict, export_dir: Path, output_dir: Path, override
         if not sep or not key:
             raise LoopError(f"--train-set {item!r}: expected KEY=VALUE, e.g. optim.epochs=1 or train.1.limit=32")
         try:
-            set_path(config, key, yaml.safe_load(value))
-        except (IndexError, KeyError, ValueError, TypeError) as e:
+            set_field(config, key, yaml.safe_load(value))
+        except ConfigError as e:
             raise LoopError(f"--train-set {item!r}: no such field in the config ({e})") from None
     return config
 
