@@ -1,6 +1,6 @@
 """The benchmarks' workloads (pure): what they feed, not how fast (figures live in the README)."""
 
-from pipeline.benchmarks.engine_bench import round_robin, time_rows
+from pipeline.benchmarks.engine_bench import paired_ratio, round_robin, time_rows
 from pipeline.benchmarks.stream_bench import stream_requests
 from pipeline.core.datasets import load_dataset
 
@@ -48,3 +48,12 @@ def test_rows_are_timed_in_turns_and_each_reports_its_fastest_timing():
     assert calls == ["bare", "adapter"] * 3
     assert best == {"bare": (20.0, 0.4), "adapter": (19.0, 0.5)}
     assert timings == {"bare": [10.0, 20.0, 15.0], "adapter": [5.0, 19.0, 18.0]}
+
+
+def test_a_paired_ratio_compares_rows_within_each_round():
+    """Round 2 ran slow for both rows (the machine busy): the best-of ratio mixes round 1's bare
+    timing with round 3's adapter timing (19.0 / 20.0); pairing by round reads 1.0, 0.95, 1.2."""
+    bare, adapter = [20.0, 10.0, 15.0], [20.0, 9.5, 18.0]
+    assert paired_ratio(adapter, bare) == 1.0
+    assert paired_ratio(bare, bare) == 1.0
+    assert paired_ratio([1.0, 3.0], [2.0, 2.0]) == 1.0  # even count: the mean of the middle two

@@ -141,10 +141,15 @@ def test_the_conversation_prompt_fed_turn_by_turn_computes_only_its_new_turn(eng
 
     rounds = round_robin(load_dataset("meld", "test", data_root), 6)
     assert [q.turn.turn_id for q in rounds[1]] == [1] * len(rounds[1])  # turn r of every conversation
-    rows = conversation_rows(engine, str(tiny_model), engine.config, str(data_root), 6, 2)["conversation_rows"]
+    result = conversation_rows(engine, str(tiny_model), engine.config, str(data_root), 6, 2)
+    rows = result["conversation_rows"]
     warm, cold = rows["conversation prompt, warm"], rows["conversation prompt, cold"]
     assert warm["computed_tokens_per_turn"] < 0.6 * cold["computed_tokens_per_turn"]
     for row in rows.values():  # each row timed twice; it reports its fastest timing
         assert len(row["timings_turns_per_s"]) == 2
         assert row["turns_per_s"] == pytest.approx(max(row["timings_turns_per_s"]), abs=1e-3)
-    assert "conversation prompt, warm" in capsys.readouterr().out
+    by_round = [w / p for w, p in zip(warm["timings_turns_per_s"], rows["paper prompt (z=2)"]["timings_turns_per_s"],
+                                      strict=True)]
+    assert result["conversation_warm_ratio_paired"] == pytest.approx(sum(by_round) / 2, abs=2e-3)  # median of 2
+    out = capsys.readouterr().out
+    assert "conversation prompt, warm" in out and "paired by round" in out

@@ -76,6 +76,15 @@ def time_rows(rows: dict[str, Callable[[], Timing]], repeats: int) -> tuple[dict
             {name: [round(rate, 3) for rate, _ in t] for name, t in timings.items()})
 
 
+def paired_ratio(rates: Sequence[float], base_rates: Sequence[float]) -> float:
+    """The median over rounds of one row's turns/s over another's in the same round: rows timed
+    side by side share each round's state of the machine, so this reads their ratio without the
+    drift between rounds that the best-of figures of each row carry."""
+    import statistics
+
+    return round(statistics.median(r / b for r, b in zip(rates, base_rates, strict=True)), 3)
+
+
 def with_prompt(config: Any, prompt: str) -> Any:
     """The engine config with a benchmark's standard settings for `prompt`, whatever the default
     adapter was trained with (`bench_context_turns`)."""
@@ -135,12 +144,17 @@ def conversation_rows(engine: Any, model_dir: str, config: Any, data: str | None
         print(f"{name:<40}{rate:>8.2f}{rate / base:>9.2f}{computed:>19.1f}")
     print(f"conversation prompt shows every previous turn (mean {sum(shown) / max(1, len(shown)):.1f}); "
           f"the paper prompt at most {config.context_turns}")
+    paired = {kind: paired_ratio(timings[f"conversation prompt, {kind}"], timings["paper prompt (z=2)"])
+              for kind in ("warm", "cold")}
+    print(f"x paper, paired by round (median of {repeats}): warm {paired['warm']:.2f}, cold {paired['cold']:.2f}")
     return {
         "conversation_turns": turns,
         "conversation_rows": {k: {"turns_per_s": round(r, 3), "computed_tokens_per_turn": round(c, 1),
                                   "timings_turns_per_s": timings[k]} for k, (r, c) in rows.items()},
         "conversation_warm_ratio": round(rows["conversation prompt, warm"][0] / base, 3),
         "conversation_cold_ratio": round(rows["conversation prompt, cold"][0] / base, 3),
+        "conversation_warm_ratio_paired": paired["warm"],
+        "conversation_cold_ratio_paired": paired["cold"],
     }
 
 
@@ -229,6 +243,9 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, *, levers: b
     print(f"fp32 matmul {matmul:.1f} GFLOP/s; {len(prompts)} prompts of {mean_tokens:.0f} tokens; "
           f"computed = share of prompt tokens not served from the prefix cache; each row the fastest of "
           f"{repeats} timings, rows taking turns")
+    adapter_paired = paired_ratio(timings["default_adapter"], timings[mode]) if adapter_rate else None
+    if adapter_paired is not None:
+        print(f"default adapter over the bare model, paired by round (median of {repeats}): {adapter_paired:.2f}")
     return {
         "engine_turns_per_s": round(best, 3),
         "baseline_turns_per_s": round(baseline, 3),
@@ -244,6 +261,7 @@ def run_engine_benchmark(config: Any, limit: int, data: str | None, *, levers: b
         "levers_turns_per_s": {k: round(r[0], 3) for k, r in lever_rates.items()},
         "default_adapter_turns_per_s": round(adapter_rate[0], 3) if adapter_rate else None,
         "default_adapter_ratio": round(adapter_rate[0] / best, 3) if adapter_rate else None,
+        "default_adapter_ratio_paired": adapter_paired,
         "default_adapter_merged": how == "merged" if adapter_rate else None,
         "repeats": repeats,
         "timings_turns_per_s": timings,
