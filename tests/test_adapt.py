@@ -208,6 +208,11 @@ def test_calibrate_refits_temperature_and_decision_into_a_new_folder(run_cli, tm
         if rule == "fitted":
             assert set(meta.decision_weights["meld"]) == set(get_label_set("meld").labels)
             assert saved["objectives"] == {"meld": "micro_f1_without_neutral"}
+            held_out = figures[rule]["held_out"]  # the rule's honest figures (tests/test_metrics.py: held_out_choices)
+            assert set(held_out) == {"weighted_f1", "macro_f1", "negative_recall", "negative_precision"}
+            assert all(0 <= v <= 1 for v in held_out.values()) and "held out (5 folds" in result.stdout
+        else:
+            assert "held_out" not in figures[rule] and "held out" not in result.stdout
     # A temperature never changes the argmax: the labels, hence the F1s, stay exactly as served.
     argmax = figures["argmax"]
     assert argmax["after"]["weighted_f1"] == argmax["before"]["weighted_f1"]

@@ -166,7 +166,11 @@ def test_a_killed_run_resumes_to_the_same_adapter(tmp_path, tiny_model, prompt):
 
     path = _resume_config(tmp_path, tiny_model, prompt)
     config = load_config(path)
-    run_training(config, checkpoint_root=tmp_path / "whole", log=lambda _: None)
+    whole_metrics = run_training(config, checkpoint_root=tmp_path / "whole", log=lambda _: None)
+    # A fitted decision rule's dev figures come twice: on the turns it was fitted to, and held out.
+    held_out = {k for k in whole_metrics if k.startswith("dev_held_out_")}
+    assert held_out == ({f"dev_held_out_{k}_meld" for k in ("weighted_f1", "macro_f1", "negative_recall",
+                                                             "negative_precision")} if prompt == "conversation" else set())
 
     killed = subprocess.run([sys.executable, "-c", KILLER, str(path), str(tiny_model), str(tmp_path / "cut")],
                             cwd=REPO, capture_output=True, text=True, timeout=300)

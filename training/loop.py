@@ -235,7 +235,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
     """
 
     from pipeline.core.calibration import expected_calibration_error
-    from pipeline.core.decision import decide, fit_serving, objective_for, undo_class_weights
+    from pipeline.core.decision import decide, fit_serving, held_out_choices, objective_for, undo_class_weights
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
     from training.batching import plan_epoch
@@ -280,6 +280,16 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
         metrics[f"dev_ece_{name}"] = expected_calibration_error(
             [p[labels[c]] for p, c in zip(served, chosen, strict=True)], [c == g for c, g in zip(chosen, gold, strict=True)])
         metrics[f"temperature_{name}"] = temperatures[name]
+        if decision is not None:
+            # The rule was fitted on these turns: its figures here flatter it; these do not.
+            held_out = held_out_choices([[q[x] for x in labels] for q in served], gold, labels,
+                                        negative_labels(spaces[name]), objective_for(objectives, name))
+            estimate = classification_report([examples[i].label for i in indices], [labels[c] for c in held_out],
+                                             get_label_set(name))
+            for key in ("weighted_f1", "macro_f1"):
+                metrics[f"dev_held_out_{key}_{name}"] = estimate[key]
+            for key in ("recall", "precision"):
+                metrics[f"dev_held_out_negative_{key}_{name}"] = estimate["negative"][key]
         scores.append(report["weighted_f1"])
     metrics["dev_weighted_f1"] = sum(scores) / len(scores)
     return metrics, temperatures, decisions

@@ -17,6 +17,7 @@ from typing import Any
 
 from pipeline.cli.configs import CalibrateConfig
 from pipeline.cli.preflight import preflight
+from pipeline.core.decision import HELD_OUT_FOLDS
 
 
 def run_calibrate(config: CalibrateConfig) -> int:
@@ -58,7 +59,7 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
     objective in `objectives`, balanced where it names none); per set the figures as served before
     and as they are with the refitted rule."""
     from pipeline.core.calibration import apply_temperature, expected_calibration_error
-    from pipeline.core.decision import decide, fit_serving, objective_for
+    from pipeline.core.decision import decide, fit_serving, held_out_choices, objective_for
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
 
@@ -72,12 +73,17 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
         rows, gold = pooled.setdefault(label_set.name, ([], []))
         rows.extend([r[x] for x in label_set.labels] for r in raw)
         gold.extend(label_set.index(q.turn.label) for q in requests)
-    fitted = {}
+    fitted, held_out = {}, {}
     for name, (rows, gold) in pooled.items():
         label_set = get_label_set(name)
-        temperature, decision, _ = fit_serving(rows, gold, label_set.labels, negative_labels(label_set), fit_decision,
-                                               objective_for(objectives, name))
+        objective = objective_for(objectives, name)
+        temperature, decision, calibrated = fit_serving(rows, gold, label_set.labels, negative_labels(label_set),
+                                                        fit_decision, objective)
         fitted[name] = (temperature, decision)
+        if decision is not None:
+            # The refitted rule's figures are scored on the turns it was fitted to; these are not.
+            held_out[name] = iter(held_out_choices([[q[x] for x in label_set.labels] for q in calibrated], gold,
+                                                   label_set.labels, negative_labels(label_set), objective))
     figures = []
     for (set_name, _), requests, (before, _, _), raw in zip(sets, asked, served, raw_per_set, strict=True):
         label_set = get_label_set(requests[0].label_set)
@@ -89,7 +95,14 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
         after["ece"] = expected_calibration_error([p[c] for p, c in zip(calibrated, chosen, strict=True)],
                                                   [c == g for c, g in zip(chosen, gold, strict=True)])
         after["temperature"] = temperature
-        figures.append({"set": set_name, "n": len(requests), "before": _summary(before), "after": _summary(after)})
+        figure = {"set": set_name, "n": len(requests), "before": _summary(before), "after": _summary(after)}
+        if label_set.name in held_out:
+            choices = [label_set.labels[next(held_out[label_set.name])] for _ in requests]
+            estimate = classification_report(gold, choices, label_set)
+            figure["held_out"] = {"weighted_f1": estimate["weighted_f1"], "macro_f1": estimate["macro_f1"],
+                                  "negative_recall": estimate["negative"]["recall"],
+                                  "negative_precision": estimate["negative"]["precision"]}
+        figures.append(figure)
     return fitted, figures
 
 
@@ -109,4 +122,8 @@ def format_figures(figures: list[dict[str, Any]]) -> str:
     for f in figures:
         lines.append(f"{f['set']:<16}{f['n']:>6}" + "".join(f"{f[when][k]:>14.3f}" for k in keys
                                                             for when in ("before", "after")))
+    for f in figures:
+        if "held_out" in f:
+            lines.append(f"{f['set']}, the refitted rule held out ({HELD_OUT_FOLDS} folds, each labelled by weights "
+                         f"fitted on the others): " + ", ".join(f"{keys[k]} {v:.3f}" for k, v in f["held_out"].items()))
     return "\n".join(lines)

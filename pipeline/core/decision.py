@@ -11,6 +11,8 @@
   negative?" (what the supervisors' page and alerts act on); or micro-F1 without neutral, where
   that is what a user's data is judged by (DailyDialog). The probabilities served stay the
   calibrated p, only the choice of label moves. d = 1 for every class is plain argmax.
+- **Its honest figures** (`held_out_choices`): each dev example labelled by weights fitted on the
+  other folds, so the dev figures of a fitted rule are not scored on the turns it was fitted to.
 - **Fitting what serving applies** (`fit_serving`): the temperature on dev, then the decision
   weights on the calibrated probabilities: one function for training's epoch ends and for
   `dialoguellm calibrate`.
@@ -24,6 +26,7 @@ from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS, NEUTRAL
 
 DEFAULT_OBJECTIVE = "balanced"
+HELD_OUT_FOLDS = 5
 DECISION_OBJECTIVES = {
     DEFAULT_OBJECTIVE: "the mean of weighted-F1, macro-F1 and, where the label set has negative labels, negative-F1",
     "micro_f1_without_neutral": "micro-F1 over the emotions, neutral left out (DailyDialog's usual metric)",
@@ -129,6 +132,27 @@ def fit_decision_weights(probs: Sequence[Sequence[float]], gold: Sequence[int], 
         if not improved:
             break
     return {label: float(np.exp(v)) for label, v in zip(labels, log_d, strict=True)}
+
+
+def held_out_choices(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
+                     negative: Sequence[str] = (), objective: str = DEFAULT_OBJECTIVE, folds: int = HELD_OUT_FOLDS
+                     ) -> list[int]:
+    """The label index each example gets from decision weights fitted without it: the examples cut
+    into `folds` contiguous parts (contiguous, so a conversation's turns mostly stay in one part),
+    each part labelled by weights fitted on the others. Their figures estimate what the rule
+    fitted on all of them scores on new conversations, which its figures on these examples
+    overstate."""
+    import numpy as np
+
+    p = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-300, None))
+    chosen = np.zeros(len(p), dtype=int)
+    for part in np.array_split(np.arange(len(p)), max(1, min(folds, len(p)))):
+        rest = np.setdiff1d(np.arange(len(p)), part)
+        weights = fit_decision_weights([probs[i] for i in rest], [gold[i] for i in rest], labels, negative,
+                                       objective) if len(rest) else {}
+        log_d = np.log([weights.get(label, 1.0) for label in labels])
+        chosen[part] = np.argmax(p[part] + log_d, axis=1)
+    return chosen.tolist()
 
 
 def fit_serving(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
