@@ -237,7 +237,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
     from pipeline.core.calibration import expected_calibration_error
     from pipeline.core.decision import decide, fit_serving, held_out_choices, objective_for, undo_class_weights
     from pipeline.core.labels import get_label_set, negative_labels
-    from pipeline.core.metrics import classification_report
+    from pipeline.core.metrics import classification_report, headline
     from training.batching import plan_epoch
 
     class_weights = class_weights or {}
@@ -286,10 +286,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
                                         negative_labels(spaces[name]), objective_for(objectives, name))
             estimate = classification_report([examples[i].label for i in indices], [labels[c] for c in held_out],
                                              get_label_set(name))
-            for key in ("weighted_f1", "macro_f1"):
-                metrics[f"dev_held_out_{key}_{name}"] = estimate[key]
-            for key in ("recall", "precision"):
-                metrics[f"dev_held_out_negative_{key}_{name}"] = estimate["negative"][key]
+            metrics.update({f"dev_held_out_{key}_{name}": value for key, value in headline(estimate).items()})
         scores.append(report["weighted_f1"])
     metrics["dev_weighted_f1"] = sum(scores) / len(scores)
     return metrics, temperatures, decisions

@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.cli.configs import CalibrateConfig
 from pipeline.cli.preflight import preflight
 from pipeline.core.decision import HELD_OUT_FOLDS
+from pipeline.core.metrics import headline
 
 
 def run_calibrate(config: CalibrateConfig) -> int:
@@ -98,18 +99,13 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
         figure = {"set": set_name, "n": len(requests), "before": _summary(before), "after": _summary(after)}
         if label_set.name in held_out:
             choices = [label_set.labels[next(held_out[label_set.name])] for _ in requests]
-            estimate = classification_report(gold, choices, label_set)
-            figure["held_out"] = {"weighted_f1": estimate["weighted_f1"], "macro_f1": estimate["macro_f1"],
-                                  "negative_recall": estimate["negative"]["recall"],
-                                  "negative_precision": estimate["negative"]["precision"]}
+            figure["held_out"] = headline(classification_report(gold, choices, label_set))
         figures.append(figure)
     return fitted, figures
 
 
 def _summary(report: dict[str, Any]) -> dict[str, float]:
-    return {"weighted_f1": report["weighted_f1"], "macro_f1": report["macro_f1"],
-            "micro_f1_without_neutral": report["micro_f1_without_neutral"],
-            "negative_recall": report["negative"]["recall"], "negative_precision": report["negative"]["precision"],
+    return {**headline(report), "micro_f1_without_neutral": report["micro_f1_without_neutral"],
             "ece": report["ece"], "temperature": report["temperature"]}
 
 

@@ -63,6 +63,12 @@ def negative_report(gold: Sequence[str], predicted: Sequence[str], labels: Label
             "support": sum(g), "predicted": sum(p)}
 
 
+def headline(report: dict[str, Any]) -> dict[str, float]:
+    """The figures a decision rule is judged by: weighted- and macro-F1, negative recall and precision."""
+    return {"weighted_f1": report["weighted_f1"], "macro_f1": report["macro_f1"],
+            "negative_recall": report["negative"]["recall"], "negative_precision": report["negative"]["precision"]}
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A short human-readable summary of a report."""
     lines = [
