@@ -88,7 +88,7 @@ def test_the_fitted_decision_rule_also_counts_the_negative_turns_supervisors_act
 
     assert negative_recall(fit_decision_weights(probs, gold, labels)) == 0.5
     assert negative_recall(fit_decision_weights(probs, gold, labels, negative=("anger", "sadness"))) == 1.0
-    temperature, decision, served = fit_serving(probs, gold, labels, ("anger", "sadness"))
+    temperature, decision, served, _ = fit_serving(probs, gold, labels, ("anger", "sadness"))
     assert temperature > 0 and decision is not None and len(served) == len(probs)
     assert fit_serving(probs, gold, labels, fit_decision=False)[1] is None
 

@@ -235,7 +235,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
     """
 
     from pipeline.core.calibration import expected_calibration_error
-    from pipeline.core.decision import decide, fit_serving, held_out_choices, objective_for, undo_class_weights
+    from pipeline.core.decision import decide, fit_serving, objective_for, undo_class_weights
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report, headline
     from training.batching import plan_epoch
@@ -263,7 +263,7 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
         indices = [i for i, e in enumerate(examples) if e.label_set == name]
         labels = spaces[name].labels
         gold = [labels.index(examples[i].label) for i in indices]
-        temperatures[name], decision, served = fit_serving(
+        temperatures[name], decision, served, held_out = fit_serving(
             [probs[i] for i in indices], gold, labels, negative_labels(spaces[name]), fit_decision,
             objective_for(objectives, name))
         if decision is not None:
@@ -271,19 +271,14 @@ def evaluate_dev(dev_step: Any, examples: Sequence[Any], spaces: dict[str, Any],
         chosen = [labels.index(decide(p, decisions.get(name))) for p in served]
         report = classification_report([examples[i].label for i in indices], [labels[c] for c in chosen],
                                        get_label_set(name))
-        metrics[f"dev_weighted_f1_{name}"] = report["weighted_f1"]
-        metrics[f"dev_macro_f1_{name}"] = report["macro_f1"]
+        metrics.update({f"dev_{key}_{name}": value for key, value in headline(report).items()})
         metrics[f"dev_micro_f1_without_neutral_{name}"] = report["micro_f1_without_neutral"]
         metrics[f"dev_accuracy_{name}"] = report["accuracy"]
-        metrics[f"dev_negative_recall_{name}"] = report["negative"]["recall"]
-        metrics[f"dev_negative_precision_{name}"] = report["negative"]["precision"]
         metrics[f"dev_ece_{name}"] = expected_calibration_error(
             [p[labels[c]] for p, c in zip(served, chosen, strict=True)], [c == g for c, g in zip(chosen, gold, strict=True)])
         metrics[f"temperature_{name}"] = temperatures[name]
-        if decision is not None:
+        if held_out is not None:
             # The rule was fitted on these turns: its figures here flatter it; these do not.
-            held_out = held_out_choices([[q[x] for x in labels] for q in served], gold, labels,
-                                        negative_labels(spaces[name]), objective_for(objectives, name))
             estimate = classification_report([examples[i].label for i in indices], [labels[c] for c in held_out],
                                              get_label_set(name))
             metrics.update({f"dev_held_out_{key}_{name}": value for key, value in headline(estimate).items()})

@@ -60,7 +60,7 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
     objective in `objectives`, balanced where it names none); per set the figures as served before
     and as they are with the refitted rule."""
     from pipeline.core.calibration import apply_temperature, expected_calibration_error
-    from pipeline.core.decision import decide, fit_serving, held_out_choices, objective_for
+    from pipeline.core.decision import decide, fit_serving, objective_for
     from pipeline.core.labels import get_label_set, negative_labels
     from pipeline.core.metrics import classification_report
 
@@ -77,14 +77,12 @@ def refit(sets: list[tuple[str, Any]], asked: list[list[Any]], served: list[tupl
     fitted, held_out = {}, {}
     for name, (rows, gold) in pooled.items():
         label_set = get_label_set(name)
-        objective = objective_for(objectives, name)
-        temperature, decision, calibrated = fit_serving(rows, gold, label_set.labels, negative_labels(label_set),
-                                                        fit_decision, objective)
+        temperature, decision, _, choices = fit_serving(rows, gold, label_set.labels, negative_labels(label_set),
+                                                        fit_decision, objective_for(objectives, name))
         fitted[name] = (temperature, decision)
-        if decision is not None:
+        if choices is not None:
             # The refitted rule's figures are scored on the turns it was fitted to; these are not.
-            held_out[name] = iter(held_out_choices([[q[x] for x in label_set.labels] for q in calibrated], gold,
-                                                   label_set.labels, negative_labels(label_set), objective))
+            held_out[name] = iter(choices)  # the pooled sets' turns, read back set by set below
     figures = []
     for (set_name, _), requests, (before, _, _), raw in zip(sets, asked, served, raw_per_set, strict=True):
         label_set = get_label_set(requests[0].label_set)

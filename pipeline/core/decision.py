@@ -14,13 +14,14 @@
 - **Its honest figures** (`held_out_choices`): each dev example labelled by weights fitted on the
   other folds, so the dev figures of a fitted rule are not scored on the turns it was fitted to.
 - **Fitting what serving applies** (`fit_serving`): the temperature on dev, then the decision
-  weights on the calibrated probabilities: one function for training's epoch ends and for
-  `dialoguellm calibrate`.
+  weights on the calibrated probabilities, and the rule's held-out labels: one function for
+  training's epoch ends and for `dialoguellm calibrate`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from pipeline.core.errors import ConfigError
 from pipeline.core.labels import LABEL_SETS, NEUTRAL
@@ -155,16 +156,28 @@ def held_out_choices(probs: Sequence[Sequence[float]], gold: Sequence[int], labe
     return chosen.tolist()
 
 
+class FittedServing(NamedTuple):
+    """What `fit_serving` fits on dev, and what it scores there."""
+
+    temperature: float
+    decision: dict[str, float] | None  # the decision weights; None: plain argmax
+    served: list[dict[str, float]]  # the calibrated probabilities
+    held_out: list[int] | None  # each example's label index under the rule fitted without it (`held_out_choices`)
+
+
 def fit_serving(probs: Sequence[Sequence[float]], gold: Sequence[int], labels: Sequence[str],
                 negative: Sequence[str] = (), fit_decision: bool = True, objective: str = DEFAULT_OBJECTIVE
-                ) -> tuple[float, dict[str, float] | None, list[dict[str, float]]]:
+                ) -> FittedServing:
     """What serving applies, fitted on dev from the model's (class-weight-free) label probabilities:
     the temperature, the decision weights on the calibrated probabilities for `objective` (None:
-    plain argmax) and those calibrated probabilities."""
+    plain argmax), those calibrated probabilities and, with decision weights, the labels the rule
+    gives each example held out (the figures to judge it by: its own on these examples flatter it)."""
     from pipeline.core.calibration import apply_temperature, fit_temperature
 
     temperature = fit_temperature(probs, gold)
     served = [apply_temperature(dict(zip(labels, row, strict=True)), temperature) for row in probs]
-    decision = fit_decision_weights([[q[x] for x in labels] for q in served], gold, labels, negative, objective) \
-        if fit_decision else None
-    return temperature, decision, served
+    if not fit_decision:
+        return FittedServing(temperature, None, served, None)
+    rows = [[q[x] for x in labels] for q in served]
+    return FittedServing(temperature, fit_decision_weights(rows, gold, labels, negative, objective), served,
+                         held_out_choices(rows, gold, labels, negative, objective))
