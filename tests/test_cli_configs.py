@@ -22,6 +22,7 @@ REQUIRED = {
     "alerts": ["--rules", "r.yaml"], "forget": ["--conversation", "c"], "corrections": ["--out", "exported"],
     "gate": ["--candidate", "new=adapters/new"], "adapters load": ["v2", "/adapters/v2"], "adapters default": ["v2"],
     "adapters unload": ["v1"], "calibrate": ["a=adapters/a", "--out", "recalibrated"],
+    "average": ["a=adapters/a", "b=adapters/b", "--out", "averaged"],
 }
 
 
@@ -79,6 +80,9 @@ def test_choices_are_the_registries_themselves():
      "objective: expected LABEL_SET=OBJECTIVE, got 'dailydialog'"),
     (["calibrate", "a=training/default_adapter", "--out", "o", "--objective", "meld=recall"],
      "objective: 'recall' (for meld) is not one of balanced, micro_f1_without_neutral"),
+    (["average", "a=training/default_adapter", "--out", "o"], "members: give two or more adapters to average, got 1"),
+    (["average", "a=training/default_adapter", "a=training/adapters/paper-top20-r16", "--out", "o"],
+     "members: each adapter needs a name of its own, got a, a"),
 ])
 def test_a_bad_value_is_one_line_naming_the_field(run_cli, argv, message):
     result = run_cli(*argv)

@@ -13,7 +13,21 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Union
 
-from pipeline.cli import adapters, alerts, bench, calibrate, configs, evaluate, gate, label, stream, train, video, watch
+from pipeline.cli import (
+    adapters,
+    alerts,
+    average,
+    bench,
+    calibrate,
+    configs,
+    evaluate,
+    gate,
+    label,
+    stream,
+    train,
+    video,
+    watch,
+)
 from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
 from pipeline.core.logs import quiet_libraries
@@ -33,6 +47,9 @@ COMMANDS: dict[str, Union[Command, Group]] = {
              configs.GateConfig, gate.run_gate),
     "calibrate": ("refit an adapter's temperatures and decision weights on dev sets, without retraining, into "
                   "a new adapter folder", configs.CalibrateConfig, calibrate.run_calibrate),
+    "average": ("average adapters of one recipe trained with other seeds into one adapter (their weight "
+                "updates averaged, exactly, so serving it merged costs what one costs)", configs.AverageConfig,
+                average.run_average),
     "serve": ("label turns from a Redis stream until SIGTERM", configs.ServeConfig, stream.run_serve),
     "push": ("send a conversation file (MELD CSV or JSONL) turn by turn to the input stream", configs.PushConfig,
              stream.run_push),

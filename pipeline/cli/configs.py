@@ -397,6 +397,34 @@ class CalibrateConfig:
 
 
 @dataclass(frozen=True)
+class AverageConfig:
+    """`dialoguellm average`."""
+
+    members: tuple[str, ...] = field(metadata=field_help(
+        "the adapters to average, as NAME=PATH: two or more of one recipe (the same modules, prompt and "
+        "class weights), trained with other seeds", positional=True, metavar="NAME=PATH"))
+    out: str = field(metadata=field_help("the new adapter folder (then fit its serving rule with `dialoguellm "
+                                         "calibrate`)", metavar="DIR"))
+    rank: int | None = field(default=None, metadata=field_help(
+        "cut each module's mean update to its best approximation of this rank (default: exact, the sum of "
+        "the members' ranks; served merged on a CPU the rank costs nothing)"))
+
+    def __post_init__(self) -> None:
+        _positive(self, "rank")
+        names = [name for name, _ in self.named_members()]
+        if len(names) < 2:
+            raise ConfigError(f"members: give two or more adapters to average, got {len(names)}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"members: each adapter needs a name of its own, got {', '.join(names)}")
+        if Path(self.out).exists():
+            raise ConfigError(f"out: {self.out} exists (the average is a new adapter folder)")
+
+    def named_members(self) -> list[tuple[str, str]]:
+        """(name, path) of each adapter to average."""
+        return [(name, str(path)) for name, path in (_parse_adapter(m, "members") for m in self.members)]
+
+
+@dataclass(frozen=True)
 class DescribeConfig:
     """`dialoguellm describe`."""
 

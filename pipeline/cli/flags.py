@@ -88,7 +88,10 @@ def _add(group: Any, f: dataclasses.Field, hint: Any, dest: str, default: Any) -
         options["choices"] = list(choices)
     required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     if meta.get("positional"):
-        group.add_argument(dest, metavar=f.name, type=kind if kind in _SCALARS else str, **options)
+        if typing.get_origin(kind) in (list, tuple):
+            options["nargs"] = "+"
+        group.add_argument(dest, metavar=meta.get("metavar", f.name), type=kind if kind in _SCALARS else str,
+                           **options)
         return
     flag = _flag_name(f)
     if kind is bool:
