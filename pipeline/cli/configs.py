@@ -407,7 +407,7 @@ class AverageConfig:
                                          "calibrate`)", metavar="DIR"))
     rank: int | None = field(default=None, metadata=field_help(
         "cut each module's mean update to its best approximation of this rank (default: exact, the sum of "
-        "the members' ranks; served merged on a CPU the rank costs nothing)"))
+        "the members' ranks, which engines then need as --max-lora-rank; merged on a CPU it costs nothing)"))
 
     def __post_init__(self) -> None:
         _positive(self, "rank")
