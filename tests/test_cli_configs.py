@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import COMMANDS, build_parser
-from pipeline.cli.flags import config_from_args
+from pipeline.core.flags import config_from_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -111,3 +111,14 @@ def test_python_m_pipeline_cli_lists_the_benchmarks():
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "bench", "--help"], cwd=REPO, capture_output=True,
                          text=True)
     assert out.returncode == 0 and "engine" in out.stdout and "watch" in out.stdout
+
+
+def test_training_as_a_module_takes_the_train_commands_flags():
+    """`ray job submit -- python -m training.train` and `dialoguellm train`: one config, one set of flags."""
+    def options(*argv):
+        out = subprocess.run([sys.executable, *argv, "--help"], cwd=REPO, capture_output=True, text=True, check=True)
+        return out.stdout.split("options:", 1)[1]
+
+    module = options("-m", "training.train")
+    assert module == options("-m", "pipeline.cli", "train")
+    assert "--set FIELD=VALUE" in module and "--resume DIR" in module

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CORE = ["pipeline.core.turns", "pipeline.core.labels", "pipeline.core.prompts", "pipeline.core.prompter", "pipeline.core.metrics",
         "pipeline.core.label_trie", "pipeline.core.datasets", "pipeline.core.evaluation", "pipeline.core.predictions",
-        "pipeline.cli", "pipeline.cli.flags", "pipeline.cli.configs", "pipeline.cli.preflight",
+        "pipeline.cli", "pipeline.core.flags", "pipeline.cli.configs", "pipeline.cli.preflight",
         "workers.engine_config", "workers.adapters", "pipeline.stream.redis_checks", "pipeline.stream.demo",
         "pipeline.core.wire", "pipeline.core.logs", "pipeline.stream.ack_policy", "pipeline.stream.config",
         "pipeline.stream.context_store", "pipeline.stream.stream_io", "pipeline.stream.client",

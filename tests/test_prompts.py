@@ -124,7 +124,7 @@ def test_an_adapter_is_served_with_the_prompt_it_was_trained_with_unless_a_flag_
 
     from pipeline.cli import build_parser
     from pipeline.cli.configs import EvalConfig
-    from pipeline.cli.flags import config_from_args
+    from pipeline.core.flags import config_from_args
     from workers.adapters import META_FILE
     from workers.engine_config import PROMPT_DEFAULTS, EngineConfig
 

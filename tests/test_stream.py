@@ -586,7 +586,7 @@ def _serve_default_video_pool():
 
     from pipeline.cli import build_parser
     from pipeline.cli.configs import ServeConfig
-    from pipeline.cli.flags import config_from_args
+    from pipeline.core.flags import config_from_args
     from workers.video.actors import VideoPool
 
     config = config_from_args(ServeConfig, build_parser().parse_args(["serve"])).video

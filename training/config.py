@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.config_fields import field_help
+from pipeline.core.config_fields import field_default, field_help
 from pipeline.core.decision import check_objectives
 from pipeline.core.errors import ConfigError
 
@@ -307,7 +307,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     values = {}
     for name, value in raw.items():
         key = f"{where}.{name}" if where else name
-        default = _default(fields[name])
+        default = field_default(fields[name])
         if default is None and value is not None:
             # An optional field: check against the type its annotation names ("int | None").
             default = {"int": 0, "str": "", "float": 0.0}.get(str(fields[name].type).split(" |")[0])
@@ -327,14 +327,6 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         return cls(**values)
     except TypeError as e:
         raise ConfigError(f"{where or 'config'}: {e}") from None
-
-
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
 
 
 def _check_type(value: Any, default: Any, key: str) -> Any:
@@ -411,3 +403,17 @@ def set_field(raw: dict[str, Any], dotted: str, value: Any) -> None:
             node[index] = value
         else:
             node = node[index] if isinstance(node, list) else node.setdefault(part, {})
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """`dialoguellm train` and `python -m training.train`: one set of flags (`pipeline.core.flags`)."""
+
+    config: str = field(metadata=field_help("YAML training config (see training/configs/)"))
+    storage: str | None = field(default=None, metadata=field_help("Ray Train storage path (default: beside output_dir)"))
+    resume: str | None = field(default=None, metadata=field_help(
+        "continue exactly from a step checkpoint (<storage>/<run>/local-checkpoints/last-step)", metavar="DIR"))
+    overwrite: bool = field(default=False, metadata=field_help("replace an output_dir this command did not write"))
+    overrides: tuple[str, ...] = field(default=(), metadata=field_help(
+        "override one field of the config: a dotted name and a YAML value (repeatable), e.g. --set optim.epochs=1 "
+        "--set output_dir=runs/one-epoch/adapter (a resumed run needs the same --set again)", flag="--set", metavar="FIELD=VALUE"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.core.errors import DialogueLLMError
 from training.checkpoints import POSITION_FILE, STATE_FILE, check_resume
-from training.config import TrainConfig, load_config
+from training.config import TrainConfig, TrainRunConfig, load_config
 from training.loop import CONFIG_FILE, METRICS_FILE, train_loop
 
 BEST_METRIC = "dev_weighted_f1"
@@ -91,18 +91,21 @@ def fit(config: TrainConfig, storage: str | None = None, max_failures: int = 2, 
     return summary
 
 
+def run(command: TrainRunConfig) -> dict[str, Any]:
+    """What `dialoguellm train` and `python -m training.train` run: the YAML config with its `--set`
+    overrides, validated, then `fit`."""
+    return fit(load_config(command.config, command.overrides), command.storage, resume=command.resume,
+               overwrite=command.overwrite)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.core.flags import add_config_flags, config_from_args
+
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML training config (see training/configs/)")
-    parser.add_argument("--storage", help="Ray Train storage path (default: beside output_dir)")
-    parser.add_argument("--resume", metavar="DIR", help="continue exactly from a step checkpoint folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an output_dir this command did not write")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
-                        help="override one field of the config, as `dialoguellm train --set`")
+    add_config_flags(parser, TrainRunConfig)
     args = parser.parse_args(argv)
     try:
-        summary = fit(load_config(args.config, args.overrides), args.storage, resume=args.resume,
-                      overwrite=args.overwrite)
+        summary = run(config_from_args(TrainRunConfig, args))
     except DialogueLLMError as e:
         print(f"dialoguellm: error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 
 `COMMANDS` is the whole map: each name, its help, the config dataclass it takes and its handler
 (for `bench`, a map of its own). The flags are generated from the config's fields
-(`pipeline.cli.flags`); a handler gets the typed config, runs `preflight` on it and hands it to
+(`pipeline.core.flags`); a handler gets the typed config, runs `preflight` on it and hands it to
 the flow. The argparse namespace never leaves this module.
 """
 
@@ -28,10 +28,11 @@ from pipeline.cli import (
     video,
     watch,
 )
-from pipeline.cli.flags import add_config_flags, config_from_args
 from pipeline.core.errors import DialogueLLMError
+from pipeline.core.flags import add_config_flags, config_from_args
 from pipeline.core.logs import quiet_libraries
 from pipeline.watch.config import WatchConfig
+from training.config import TrainRunConfig
 
 EXIT_USAGE = 2
 
@@ -40,7 +41,7 @@ Group = tuple[str, dict[str, Command]]
 
 COMMANDS: dict[str, Union[Command, Group]] = {
     "eval": ("evaluate on a dataset split; write a JSON report and a PNG", configs.EvalConfig, evaluate.run_eval),
-    "train": ("fine-tune a LoRA adapter with Ray Train (see training/configs/)", configs.TrainRunConfig,
+    "train": ("fine-tune a LoRA adapter with Ray Train (see training/configs/)", TrainRunConfig,
               train.run_train),
     "gate": ("evaluate a new adapter against the served one on the corrections' dev part and held-back sets; "
              "exit 0 only when it is better on the corrections and at most --margin worse on the rest",

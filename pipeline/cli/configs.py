@@ -1,7 +1,7 @@
 """One typed config per command, composed of the flows' and workers' own configs.
 
 Each is a frozen dataclass: its documented fields are the command's flags (see
-`pipeline.cli.flags`), its sub-configs groups of flags, and its `__post_init__` hands a setting the
+`pipeline.core.flags`), its sub-configs groups of flags, and its `__post_init__` hands a setting the
 command defines once to every part that uses it (e.g. the Ray address to the engine and video
 pools). A bad value fails when the config is built, naming the field.
 """
@@ -98,20 +98,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _positive(self, "limit", "batch_size")
         _engine_served(self)
-
-
-@dataclass(frozen=True)
-class TrainRunConfig:
-    """`dialoguellm train`."""
-
-    config: str = field(metadata=field_help("YAML training config (see training/configs/)"))
-    storage: str | None = field(default=None, metadata=field_help("Ray Train storage path (default: beside output_dir)"))
-    resume: str | None = field(default=None, metadata=field_help(
-        "continue exactly from a step checkpoint (<storage>/<run>/local-checkpoints/last-step)", metavar="DIR"))
-    overwrite: bool = field(default=False, metadata=field_help("replace an output_dir this command did not write"))
-    overrides: tuple[str, ...] = field(default=(), metadata=field_help(
-        "override one field of the config: a dotted name and a YAML value (repeatable), e.g. --set optim.epochs=1 "
-        "--set output_dir=runs/one-epoch/adapter (a resumed run needs the same --set again)", flag="--set", metavar="FIELD=VALUE"))
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 
-from pipeline.cli.configs import TrainRunConfig
+from training.config import TrainRunConfig
 
 
 def run_train(config: TrainRunConfig) -> int:
-    from training.config import load_config
-    from training.train import fit
+    from training.train import run
 
-    summary = fit(load_config(config.config, config.overrides), config.storage, resume=config.resume, overwrite=config.overwrite)
-    print(json.dumps(summary))
+    print(json.dumps(run(config)))
     return 0

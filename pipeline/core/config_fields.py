@@ -1,12 +1,13 @@
 """How a config dataclass field documents itself: `field(default=..., metadata=field_help("..."))`.
 
-`pipeline.cli.flags` turns every documented field into a flag: its type from the type hint, its
+`pipeline.core.flags` turns every documented field into a flag: its type from the type hint, its
 default from the field, its help and choices from here. A field without `field_help` is not a
 flag (a setting for the Python API and the configs that compose it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -29,3 +30,12 @@ def field_help(text: str, *, flag: str | None = None, choices: Collection[str] |
     if positional:
         meta["positional"] = True
     return meta
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    """The value a field takes when not given (its factory called); None when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None

@@ -16,6 +16,8 @@ import typing
 from collections.abc import Iterator
 from typing import Any
 
+from pipeline.core.config_fields import field_default
+
 _SCALARS = (int, float, str)
 
 
@@ -52,21 +54,13 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, *, _prefix: str
         dest = _prefix + f.name
         sub = _sub_config(hint)
         if sub is not None:
-            base = getattr(_base, f.name, None) if _base is not None else _field_default(f)
+            base = getattr(_base, f.name, None) if _base is not None else field_default(f)
             title = (sub.__doc__ or f.name).strip().splitlines()[0].rstrip(".:")
             group = parser.add_argument_group(f"{f.name}: {title}")
             add_config_flags(parser, sub, _prefix=dest + ".", _base=base, _group=group)
             continue
         default = _flag_default(f, _base)
         _add(target, f, hint, dest, default)
-
-
-def _field_default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    if f.default_factory is not dataclasses.MISSING:
-        return f.default_factory()
-    return None
 
 
 def _flag_default(f: dataclasses.Field, base: Any) -> Any:
