@@ -47,19 +47,19 @@ def average_adapters(members: Sequence[tuple[str, str | Path]], out: str | Path,
         if set(t) != keys:
             raise AdapterError(f"average: {name!r} adapts other modules than {members[0][0]!r}")
     modules = sorted(k.removesuffix(".lora_A.weight") for k in keys if k.endswith(".lora_A.weight"))
-    n = len(members)
+    n, total = len(members), sum(c["r"] for c in configs)
     averaged: dict[str, torch.Tensor] = {}
     left_out: dict[str, float] = {}
     for i, module in enumerate(modules, 1):
         a = torch.cat([t[f"{module}.lora_A.weight"].double() * _scaling(c) / n for t, c in zip(tensors, configs)])
         b = torch.cat([t[f"{module}.lora_B.weight"].double() for t in tensors], dim=1)
-        if rank is not None and rank < a.shape[0]:
+        if rank is not None and rank < total:
             b, a, left_out[module] = _truncate(b, a, rank)
         averaged[f"{module}.lora_A.weight"] = a.to(tensors[0][f"{module}.lora_A.weight"].dtype).contiguous()
         averaged[f"{module}.lora_B.weight"] = b.to(tensors[0][f"{module}.lora_B.weight"].dtype).contiguous()
         if i % 50 == 0 or i == len(modules):
             progress(f"average: {i}/{len(modules)} modules")
-    new_rank = next(iter(averaged.values())).shape[0] if modules else 0
+    new_rank = min(rank or total, total)
 
     target = Path(out)
     target.mkdir(parents=True)  # never into an existing folder: the average is a new adapter
