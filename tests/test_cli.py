@@ -1,6 +1,7 @@
 """The `dialoguellm` command: bad input gives one line, a non-zero exit and no traceback."""
 
 import json
+import re
 
 import pytest
 
@@ -60,8 +61,11 @@ def test_eval_writes_report_and_plot(run_cli, tmp_path, tiny_model, tiny_adapter
     report = tmp_path / "r.json"
     result = run_cli("eval", "--dataset", "meld", "--split", "test", "--limit", "24", "--model", str(tiny_model),
                      "--adapter", f"tiny={tiny_adapter}", "--max-model-len", "256", "--kv-cache-gib", "1",
-                     "--report", str(report))
+                     "--report", str(report), env={"VLLM_LOGGING_LEVEL": "INFO"})
     assert result.returncode == 0, result.stderr[-3000:]
+    # vLLM's own lines (shown here: the level was set by hand) go to stderr; stdout holds our results only.
+    assert re.search(r"^\(\w+ pid=\d+\) INFO ", result.stderr, re.M), result.stderr[-2000:]
+    assert " pid=" not in result.stdout, result.stdout
     r = json.loads(report.read_text())
     assert {"n", "accuracy", "weighted_f1", "macro_f1", "per_class", "confusion_matrix", "labels", "model",
             "adapter"} <= set(r)

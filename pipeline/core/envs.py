@@ -20,6 +20,8 @@ READ: dict[str, str] = {
 
 SET: dict[str, str] = {
     "VLLM_LOGGING_LEVEL": "vLLM's log level: ERROR, or INFO with --verbose",
+    "VLLM_LOGGING_STREAM": "ext://sys.stderr: vLLM's log lines go to stderr (vLLM's own default is stdout), so a "
+                           "command's stdout holds only its results (tables, JSON lines)",
     "TRANSFORMERS_VERBOSITY": "transformers' log level: error, or info with --verbose",
     "PYTHONWARNINGS": "ignore (without --verbose): libraries' deprecation warnings stay out of our output, "
                       "in Ray's worker processes too",

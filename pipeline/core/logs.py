@@ -55,6 +55,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     global _library_level
     level = _library_level = logging.INFO if verbose else logging.ERROR
     envs.set_default("VLLM_LOGGING_LEVEL", logging.getLevelName(level))
+    envs.set_default("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     envs.set_default("TRANSFORMERS_VERBOSITY", "info" if verbose else "error")
     if not verbose:
         envs.set_default("PYTHONWARNINGS", "ignore")
