@@ -77,12 +77,12 @@ def average_adapters(members: Sequence[tuple[str, str | Path]], out: str | Path,
 
 
 def _lora_config(name: str, folder: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AdapterError(f"average: {name!r}: {folder} is not a PEFT adapter ({e})") from None
-    if config.get("peft_type") != "LORA" or not (folder / _WEIGHTS).is_file():
-        raise AdapterError(f"average: {name!r}: {folder} is not a LoRA adapter with {_WEIGHTS}")
+    from workers.adapters import check_adapter
+
+    check_adapter(name, folder, None)  # a LoRA adapter folder, as an engine would take it
+    config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    if not (folder / _WEIGHTS).is_file():
+        raise AdapterError(f"average: {name!r}: {folder} has no {_WEIGHTS} (an adapter_model.bin is not read)")
     if config.get("use_dora") or config.get("rank_pattern") or config.get("alpha_pattern"):
         # DoRA rescales each column after the update, so its updates do not add; per-module ranks would
         # need per-module configs in the output.

@@ -65,8 +65,9 @@ class AdapterInfo:
     meta: AdapterMeta = AdapterMeta()
 
 
-def check_adapter(name: str, path: str | Path, max_rank: int) -> AdapterInfo:
-    """Read a PEFT adapter folder's config; raise `AdapterError` if it cannot be served."""
+def check_adapter(name: str, path: str | Path, max_rank: int | None) -> AdapterInfo:
+    """Read a PEFT adapter folder's config; raise `AdapterError` if it cannot be served (`max_rank`
+    None: by an engine of any LoRA rank)."""
     if name == BASE_MODEL:
         raise AdapterError(f"adapter name {BASE_MODEL!r} is reserved for the base model")
     folder = Path(path).expanduser()
@@ -84,7 +85,7 @@ def check_adapter(name: str, path: str | Path, max_rank: int) -> AdapterInfo:
     if not any((folder / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin")):
         raise AdapterError(f"adapter {name!r}: {folder} has no adapter_model.safetensors")
     rank = int(config.get("r", 0))
-    if rank > max_rank:
+    if max_rank is not None and rank > max_rank:
         raise AdapterError(
             f"adapter {name!r}: LoRA rank {rank} exceeds the engine's maximum {max_rank} "
             "(raise max_lora_rank)"
