@@ -14,7 +14,7 @@ def test_eval_without_flags_serves_the_shipped_adapter_merged_and_it_labels_bett
     reports = {}
     for name, extra in (("shipped", ()), ("bare", ("--no-adapter",))):
         path = tmp_path / f"{name}.json"
-        result = run_cli("eval", "--dataset", "meld", "--split", "test", "--limit", "160", "--report", str(path),
+        result = run_cli("eval", "--dataset", "meld", "--split", "test", "--limit", "80", "--report", str(path),
                          *extra, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         reports[name] = json.loads(path.read_text())
