@@ -130,9 +130,11 @@ def test_an_adapter_is_served_with_the_prompt_it_was_trained_with_unless_a_flag_
 
     folder = tmp_path / "conversation-adapter"
     folder.mkdir()
-    (folder / META_FILE).write_text(json.dumps({"prompt": "conversation", "context_turns": 64, "window_step": 4}))
+    (folder / META_FILE).write_text(json.dumps({"prompt": "conversation", "context_turns": 64, "window_step": 4,
+                                                      "max_model_len": 1024}))
     served = EngineConfig(adapters={"conv": str(folder)}).resolved()
-    assert (served.prompt, served.context_turns, served.window_step) == ("conversation", 64, 4)
+    assert (served.prompt, served.context_turns, served.window_step, served.max_model_len) == \
+        ("conversation", 64, 4, 1024)
     chosen = EngineConfig(adapters={"conv": str(folder)}, context_turns=5).resolved()
     assert (chosen.prompt, chosen.context_turns) == ("conversation", 5)  # a flag wins, the rest from training
     bare = EngineConfig(use_default_adapter=False).resolved()
@@ -144,4 +146,6 @@ def test_an_adapter_is_served_with_the_prompt_it_was_trained_with_unless_a_flag_
     # Through the command line: no prompt flags, the adapter's own settings.
     args = build_parser().parse_args(["eval", "--dataset", "meld", "--adapter", f"conv={folder}"])
     config = config_from_args(EvalConfig, args)
-    assert (config.engine.prompt, config.engine.context_turns) == ("conversation", 64)
+    assert (config.engine.prompt, config.engine.context_turns, config.engine.max_model_len) == ("conversation", 64, 1024)
+    args = build_parser().parse_args(["eval", "--dataset", "meld", "--adapter", f"conv={folder}", "--max-model-len", "768"])
+    assert config_from_args(EvalConfig, args).engine.max_model_len == 768  # a flag wins over training's window

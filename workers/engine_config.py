@@ -19,9 +19,11 @@ def decoding_modes() -> tuple[str, ...]:
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
-PROMPT_DEFAULTS: dict[str, object] = {"prompt": "dialoguellm", "context_turns": 2, "window_step": 8}
+PROMPT_DEFAULTS: dict[str, object] = {"prompt": "dialoguellm", "context_turns": 2, "window_step": 8,
+                                      "max_model_len": 512}
 """How turns are put to the model when neither the command nor the default adapter's training
-(its `dialoguellm_adapter.json`) says: the paper's prompt with two previous turns."""
+(its `dialoguellm_adapter.json`) says: the paper's prompt with two previous turns, in a 512-token
+window (the window's budget decides which past turns the conversation prompt shows)."""
 
 
 def parse_adapter_specs(specs: list[str] | None) -> dict[str, str]:
@@ -80,7 +82,8 @@ class EngineConfig:
         "conversation prompt: the window of past turns starts at a multiple of this many turn ids, so it "
         "moves in steps of this size when the history outgrows max_model_len "
         "(default: as the default adapter was trained, else 8)"))
-    max_model_len: int = field(default=512, metadata=field_help("context window in tokens: prompt and answer"))
+    max_model_len: int | None = field(default=None, metadata=field_help(
+        "context window in tokens: prompt and answer (default: as the default adapter was trained, else 512)"))
     max_lora_rank: int = field(default=16, metadata=field_help("the largest LoRA rank served"))
     max_loras: int = 4
     dtype: str = "auto"
@@ -101,8 +104,9 @@ class EngineConfig:
 
     def resolved(self) -> EngineConfig:
         """This config as an engine serves it: the shipped adapter when it applies (default model, no
-        adapters), and each prompt setting left unset (`prompt`, `context_turns`, `window_step`) as the
-        default adapter was trained, else `PROMPT_DEFAULTS`: an adapter is served with its own prompt."""
+        adapters), and each prompt setting left unset (`prompt`, `context_turns`, `window_step`,
+        `max_model_len`) as the default adapter was trained, else `PROMPT_DEFAULTS`: an adapter is
+        served with its own prompt and window."""
         from workers.adapters import read_adapter_meta
         from workers.model_store import DEFAULT_ADAPTER, DEFAULT_MODEL, default_adapter_dir
 
@@ -131,7 +135,7 @@ class EngineConfig:
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype: {self.dtype!r} is not one of {', '.join(DTYPES)}")
         for name in ("max_model_len", "max_lora_rank", "max_loras", "max_num_seqs", "tensor_parallel_size"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name}: must be > 0, got {getattr(self, name)}")
         if self.context_turns is not None and self.context_turns < 0:
             raise ConfigError(f"context_turns: must be ≥ 0, got {self.context_turns}")
