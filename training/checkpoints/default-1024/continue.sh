@@ -25,4 +25,4 @@ fi
 
 export DIALOGUELLM_DATA=$DATA
 B="$REPO"/.venv/bin/dialoguellm
-$B calibrate w1024=$R/adapter --out /work/runs/default-1024-cal --max-model-len 1024
+$B calibrate w1024=$R/adapter --out /work/runs/default-1024-cal  # served at the window it records: 1,024
