@@ -3,7 +3,7 @@
 # From the repository root of a checkout of main:
 #   nohup setsid training/checkpoints/step.sh run RUN > /work/logs/RUN.log 2>&1 &
 #       starts RUN, or continues it exactly from its newest step checkpoint (the one in /work/runs/RUN,
-#       else the one committed in training/checkpoints/RUN/last-step), then calibrates it on dev;
+#       else the one committed in training/checkpoints/RUN/last-step), then calibrates it on dev (into /work/runs/RUN-cal);
 #   training/checkpoints/step.sh keep RUN
 #       copies RUN's newest step checkpoint into training/checkpoints/RUN/last-step, for a later
 #       session to continue from once it is committed.
@@ -46,5 +46,8 @@ if [ ! -f "$R/adapter/adapter_model.safetensors" ]; then
 fi
 
 # Served at the window the adapter records; held-out dev figures to set beside the default's.
-DIALOGUELLM_DATA=$DATA taskset -c "$CORE" "$REPO"/.venv/bin/dialoguellm calibrate "$RUN=$R/adapter" \
-  --out "/work/runs/$RUN-cal"
+if [ -f "$R-cal/calibration.json" ]; then
+  echo "$R-cal is calibrated already: its calibration.json has the figures"
+else
+  DIALOGUELLM_DATA=$DATA taskset -c "$CORE" "$REPO"/.venv/bin/dialoguellm calibrate "$RUN=$R/adapter" --out "$R-cal"
+fi
