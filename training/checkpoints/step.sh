@@ -9,8 +9,8 @@
 #       session to continue from once it is committed.
 # training/checkpoints/RUN/run.env names what the run executes: CODE (the commit it started from: its
 # prompts, segments and epoch plan), CONFIG, SETS (its --set overrides, the same on every resume) and
-# CORE (the one core it runs on). Each stage prints progress with an ETA; the run itself logs to
-# /work/runs/RUN/train.log.
+# CORE (the cores it runs on, as taskset -c takes them: 1, or 0-1 for both, a thread each). Each stage
+# prints progress with an ETA; the run itself logs to /work/runs/RUN/train.log.
 set -euo pipefail
 VERB=${1:?usage: step.sh run|keep RUN}
 RUN=${2:?usage: step.sh run|keep RUN}
@@ -40,7 +40,8 @@ if [ ! -f "$R/adapter/adapter_model.safetensors" ]; then
   fi
   RESUME=()
   [ -f "$STEP/position.json" ] && RESUME=(--resume "$STEP")
-  (cd "/work/runs/code-$CODE" && PYTHONPATH=$PWD DIALOGUELLM_DATA=$DATA OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
+  THREADS=$(taskset -c "$CORE" nproc)  # one thread a core
+  (cd "/work/runs/code-$CODE" && PYTHONPATH=$PWD DIALOGUELLM_DATA=$DATA OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS \
     taskset -c "$CORE" "$REPO"/.venv/bin/python -m training.train --config "$CONFIG" "${SETS[@]}" \
     --set output_dir="$R/adapter" --storage "$R/ray_results" "${RESUME[@]}" >> "$R/train.log" 2>&1)
 fi
