@@ -12,8 +12,10 @@
 # CORE (the cores it runs on, as taskset -c takes them: 1, or 0-1 for both, a thread each). Each stage
 # prints progress with an ETA; the run itself logs to /work/runs/RUN/train.log.
 set -euo pipefail
-VERB=${1:?usage: step.sh run|keep RUN}
-RUN=${2:?usage: step.sh run|keep RUN}
+USAGE="usage: training/checkpoints/step.sh run|keep RUN"
+[ $# -eq 2 ] && { [ "$1" = run ] || [ "$1" = keep ]; } || { echo "$USAGE" >&2; exit 2; }
+VERB=$1
+RUN=$2
 REPO=$(pwd)
 KEPT=$REPO/training/checkpoints/$RUN
 # shellcheck source=/dev/null
@@ -28,7 +30,6 @@ if [ "$VERB" = keep ]; then
   echo "kept $(grep -oE '^  "(epoch|step)": [0-9]+' "$STEP/position.json" | tr -d '" ' | paste -sd ' ') in $KEPT/last-step: commit it"
   exit 0
 fi
-[ "$VERB" = run ] || { echo "usage: step.sh run|keep RUN" >&2; exit 2; }
 
 mkdir -p "$R"
 if [ ! -f "$R/adapter/adapter_model.safetensors" ]; then
